@@ -1,0 +1,175 @@
+"""BibTeX out of the catalogue, and BibTeX files read in (bibtexparser 2).
+
+:func:`entry_for` maps a :class:`~atlas.catalogue.Paper` to a BibTeX entry (``inproceedings`` for
+conference and workshop papers, ``article`` for journals, ``misc`` with ``eprint`` for arXiv
+preprints, ``incollection`` for book chapters); :func:`to_bibtex` writes a list of papers;
+:func:`read_bib` reads a ``.bib`` file and refuses anything malformed with the file and line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import bibtexparser
+from bibtexparser.model import Entry, Field
+
+from atlas.catalogue import Paper, display_path
+from atlas.errors import CatalogueError
+
+__all__ = ["entry_for", "latex_unescape", "protect_title", "read_bib", "to_bibtex"]
+
+#: Words kept capitalised even by sentence-case bibliography styles.
+PROPER_WORDS = frozenset(
+    {
+        "Bayes", "Bayesian", "Boltzmann", "Fourier", "Gaussian", "Hessian", "Huffman", "Kronecker",
+        "Markov", "Monte", "Carlo", "Taylor", "Winograd", "Hebbian", "Tucker", "Lagrangian", "Toeplitz",
+    }
+)  # fmt: skip
+
+_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_"}
+_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+'/.]*[A-Za-z0-9+]|[A-Za-z0-9]")
+
+
+def _escape(text: str) -> str:
+    return "".join(_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _needs_protection(word: str) -> bool:
+    """Acronyms, mixed case (``CNN``, ``MobileNets``, ``XNOR-Net``) and proper nouns keep their case."""
+    if word in PROPER_WORDS:
+        return True
+    parts = re.split(r"[-/]", word)
+    for part in parts:
+        if any(ch.isupper() for ch in part[1:]):
+            return True
+        if len(part) == 1 and part.isupper() and part != "A":
+            return True
+    return False
+
+
+def protect_title(title: str) -> str:
+    """The title with LaTeX specials escaped and capitals that must stay capitals braced:
+    ``MobileNets: Efficient CNNs`` -> ``{MobileNets}: Efficient {CNNs}``."""
+    escaped = _escape(title)
+    return _WORD_RE.sub(
+        lambda m: f"{{{m.group(0)}}}" if _needs_protection(m.group(0)) else m.group(0), escaped
+    )
+
+
+def latex_unescape(text: str) -> str:
+    """Undo :func:`protect_title` and common BibTeX markup: braces, ``\\&``, ``--``, whitespace."""
+    text = re.sub(r"\\([&%$#_{}])", r"\1", text)
+    text = text.replace("{", "").replace("}", "").replace("~", " ")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def entry_for(paper: Paper) -> Entry:
+    """The BibTeX entry for one paper, keyed by the paper's key."""
+    venue = paper.venue
+    fields: list[Field] = [
+        Field("title", protect_title(paper.title)),
+        Field("author", " and ".join(_escape(a) for a in paper.authors)),
+    ]
+    if venue.type in ("conference", "workshop"):
+        entry_type = "inproceedings"
+        fields.append(Field("booktitle", _escape(venue.name)))
+    elif venue.type == "journal":
+        entry_type = "article"
+        fields.append(Field("journal", _escape(venue.name)))
+    elif venue.type == "book":
+        entry_type = "incollection"
+        fields.append(Field("booktitle", _escape(venue.name)))
+    else:  # preprint
+        entry_type = "misc"
+        if not paper.arxiv:
+            fields.append(Field("howpublished", _escape(venue.name)))
+    fields.append(Field("year", str(paper.year)))
+    if paper.arxiv:
+        fields.append(Field("eprint", paper.arxiv))
+        fields.append(Field("archivePrefix", "arXiv"))
+        if "/" in paper.arxiv:  # old-style ids name their archive: cs/0101001
+            fields.append(Field("primaryClass", paper.arxiv.split("/", 1)[0]))
+    if paper.doi:
+        fields.append(Field("doi", paper.doi))
+    url = paper.url or paper.links.get("arxiv") or paper.links.get("doi")
+    if url:
+        fields.append(Field("url", url))
+    return Entry(entry_type, paper.key, fields)
+
+
+def to_bibtex(papers: Iterable[Paper]) -> str:
+    """A BibTeX file's text with one entry per paper, in the order given."""
+    library = bibtexparser.Library()
+    for paper in papers:
+        library.add(entry_for(paper))
+    return bibtexparser.write_string(library)
+
+
+def _field(entry: Entry, name: str) -> str | None:
+    for field in entry.fields:
+        if field.key.lower() == name:
+            value = field.value
+            return value if isinstance(value, str) else str(value)
+    return None
+
+
+def read_bib(path: Path) -> list[Entry]:
+    """The entries of a ``.bib`` file. Raises :class:`CatalogueError` naming the file and line when
+    the file cannot be read, is empty, has a block that does not parse (unbalanced braces, duplicate
+    keys or fields, ...) or has an entry without title, author or year."""
+    path = Path(path)
+    name = display_path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CatalogueError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CatalogueError(f"{name}:{line}: not UTF-8 text") from None
+    if not text.strip():
+        raise CatalogueError(f"{name}: the file is empty")
+    splitter_log = logging.getLogger("bibtexparser.splitter")
+    level = splitter_log.level
+    splitter_log.setLevel(logging.CRITICAL)  # its failures are reported below, as errors
+    try:
+        library = bibtexparser.parse_string(text)
+    finally:
+        splitter_log.setLevel(level)
+    problems: list[tuple[int, str]] = []
+    for block in library.failed_blocks:
+        line = (block.start_line or 0) + 1
+        error = block.error
+        message = getattr(error, "abort_reason", None) or str(error)
+        message = next((ln.strip() for ln in message.splitlines() if ln.strip()), type(error).__name__)
+        message = message.split(". Note:")[0]
+        if not type(block).__name__.startswith("Duplicate"):
+            message = f"cannot parse the block starting here: {message}"
+        problems.append((line, message))
+    for entry in library.entries:
+        line = (entry.start_line or 0) + 1
+        missing = [f for f in ("title", "author", "year") if not (_field(entry, f) or "").strip()]
+        if missing:
+            problems.append((line, f"entry '{entry.key}' has no {', '.join(missing)}"))
+            continue
+        year = latex_unescape(_field(entry, "year") or "")
+        if not re.fullmatch(r"[0-9]{4}", year):
+            problems.append((line, f"entry '{entry.key}', field 'year': {year!r} is not a year"))
+    for comment in library.comments:
+        # text outside entries that starts like an entry is a typo the parser skipped silently
+        body = getattr(comment, "comment", "")
+        if re.search(r"^\s*@", body, re.MULTILINE):
+            line = (comment.start_line or 0) + 1
+            problems.append((line, "text that looks like an entry but does not parse as one"))
+    if problems:
+        lines = [f"{name}:{line}: {message}" for line, message in sorted(problems)]
+        if len(lines) == 1:
+            raise CatalogueError(lines[0])
+        raise CatalogueError(f"{name}: {len(lines)} problems\n  " + "\n  ".join(lines[:20]))
+    if not library.entries:
+        raise CatalogueError(f"{name}: no BibTeX entries found")
+    return list(library.entries)

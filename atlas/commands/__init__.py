@@ -1,0 +1,1 @@
+"""Sub-commands of ``atlas``: one module each, found by ``atlas.cli``."""

@@ -1,0 +1,101 @@
+"""``atlas list``: the papers of the catalogue as a table, JSON or CSV, optionally filtered."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+import atlas
+from atlas.catalogue import CATEGORIES, KINDS, Paper, load_catalogue
+
+NAME = "list"
+HELP = "list the papers of the catalogue (filter by category, kind, year)"
+DESCRIPTION = (
+    "List the papers of papers.yaml: key, year, venue, categories, title, number of reported claims "
+    "and whether reproductions/<key>.py exists."
+)
+
+TITLE_WIDTH = 60
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Filters and the output format."""
+    parser.add_argument("--category", choices=CATEGORIES, help="only papers in this category")
+    parser.add_argument("--kind", choices=KINDS, help="only papers of this kind")
+    parser.add_argument("--year", type=int, help="only papers from this year")
+    parser.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)"
+    )
+
+
+def has_reproduction(key: str) -> bool:
+    """Whether ``reproductions/<key>.py`` exists."""
+    return (atlas.ROOT / "reproductions" / f"{key}.py").is_file()
+
+
+def row(paper: Paper) -> dict[str, object]:
+    """One paper as a flat record (the JSON output; the table and CSV use its columns)."""
+    return {
+        "key": paper.key,
+        "year": paper.year,
+        "venue": paper.venue.short,
+        "categories": list(paper.categories),
+        "kind": paper.kind,
+        "title": paper.title,
+        "authors": list(paper.authors),
+        "claims": len(paper.claims),
+        "reproduced": has_reproduction(paper.key),
+    }
+
+
+def _shorten(text: str, width: int = TITLE_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the (filtered) catalogue."""
+    catalogue = load_catalogue()
+    papers = catalogue.filter(category=args.category, kind=args.kind, year=args.year)
+    rows = [row(p) for p in papers]
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    columns = ["key", "year", "venue", "categories", "title", "claims", "reproduction"]
+    frame = pd.DataFrame(
+        [
+            {
+                "key": r["key"],
+                "year": r["year"],
+                "venue": r["venue"],
+                "categories": ";".join(r["categories"])
+                if args.format == "csv"
+                else ", ".join(r["categories"]),
+                "title": r["title"],
+                "claims": r["claims"],
+                "reproduction": ("yes" if r["reproduced"] else "no")
+                if args.format == "csv"
+                else ("yes" if r["reproduced"] else ""),
+            }
+            for r in rows
+        ],
+        columns=columns,
+    )
+    if args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+        return 0
+    if frame.empty:
+        print("no papers match", file=sys.stderr)
+        return 0
+    frame["title"] = frame["title"].map(_shorten)
+    formatters = {}
+    for column in ("key", "venue", "categories", "title", "reproduction"):
+        width = max(len(column), *(len(str(v)) for v in frame[column]))
+        formatters[column] = lambda v, w=width: str(v).ljust(w)
+    text = frame.to_string(index=False, justify="left", formatters=formatters)
+    print(text)
+    print(f"\n{len(frame)} of {len(catalogue)} papers")
+    return 0

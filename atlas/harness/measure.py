@@ -1,0 +1,134 @@
+"""Measurement, one definition for every paper.
+
+- ``params``: every parameter of the model (weights, biases, BatchNorm affine parameters).
+- ``nonzero_params``: parameters that are not exactly zero.
+- ``param_compression = params / nonzero_params`` (the ratio pruning papers report).
+- ``storage_bits``: the size of the encoding a method actually produces. A method describes its
+  encoding as a list of :class:`Encoded` parts (what each tensor became and how many bits it takes);
+  a dense fp32 model is ``32 * params`` bits.
+- ``storage_compression = 32 * params(baseline) / storage_bits(compressed)``.
+- ``flops``: FLOPs of one forward pass of one example, counted by ``torch.utils.flop_counter`` (a
+  multiply-add counts as two FLOPs; MACs are half); ``effective_flops`` scales each layer's count by
+  the fraction of its weights that are non-zero (the work a sparse kernel has to do).
+- ``latency_ms``: median wall time of a forward pass over a batch, measured here.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+FP32_BITS = 32
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+
+
+def dense_bits(model: nn.Module, bits: int = FP32_BITS) -> int:
+    return bits * count_params(model)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tensor's (or table's) share of a compressed model's storage."""
+
+    name: str
+    bits: int
+    what: str = ""  # e.g. "5-bit relative indices", "Huffman-coded 4-bit cluster ids", "fp32 codebook"
+
+
+def storage_bits(parts: Iterable[Encoded]) -> int:
+    return sum(p.bits for p in parts)
+
+
+def fp32_parts(model: nn.Module, skip: Sequence[str] = ()) -> list[Encoded]:
+    """Dense fp32 storage of every parameter not named in ``skip`` (e.g. the biases a method leaves
+    uncompressed)."""
+    return [Encoded(n, FP32_BITS * p.numel(), "fp32") for n, p in model.named_parameters() if n not in skip]
+
+
+def flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs of one forward pass on a single example of ``input_shape`` (C, H, W)."""
+    model.eval()
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def effective_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs left when each Linear/Conv layer skips its zero weights: the layer's counted FLOPs times
+    its weight density. Layers without weights count in full."""
+    model.eval()
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    per_module = counter.get_flop_counts()
+    total = float(counter.get_total_flops())
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d) or not name:
+            continue
+        key = f"{type(model).__name__}.{name}" if f"{type(model).__name__}.{name}" in per_module else None
+        key = key or next((k for k in per_module if k.endswith("." + name)), None)
+        if key is None:
+            continue
+        layer = float(sum(per_module[key].values()))
+        w = module.weight.detach()
+        density = float(torch.count_nonzero(w)) / w.numel()
+        total -= layer * (1.0 - density)
+    return int(round(total))
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, input_shape: Sequence[int], *, batch: int = 64, repeats: int = 20,
+               warmup: int = 3) -> float:
+    """Median wall time (ms) of one forward pass over ``batch`` examples."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.randn(batch, *input_shape, device=device)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def compression_metrics(baseline: nn.Module, compressed: nn.Module, input_shape: Sequence[int],
+                        parts: Iterable[Encoded] | None = None) -> dict[str, float]:
+    """The standard size metrics of a compressed model against its uncompressed baseline.
+
+    ``parts`` is the method's actual encoding; without it the compressed model is stored as dense
+    fp32 (so ``storage_compression`` is 1 unless the architecture shrank)."""
+    params = count_params(compressed)
+    nonzero = count_nonzero(compressed)
+    bits = storage_bits(parts) if parts is not None else dense_bits(compressed)
+    base_flops = flops(baseline, input_shape)
+    eff = effective_flops(compressed, input_shape)
+    return {
+        "params": float(params),
+        "nonzero_params": float(nonzero),
+        "param_compression": count_params(baseline) / max(nonzero, 1),
+        "storage_bits": float(bits),
+        "storage_compression": dense_bits(baseline) / max(bits, 1),
+        "flops": float(flops(compressed, input_shape)),
+        "effective_flops": float(eff),
+        "flop_reduction": base_flops / max(eff, 1),
+    }

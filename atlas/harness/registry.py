@@ -1,0 +1,123 @@
+"""The registry of reproductions: every module in ``reproductions/`` that decorates a function with
+:func:`reproduction` is found by itself (as timm registers its models), so adding a paper touches only
+its own file and its entry in papers.yaml."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from atlas.errors import ReproductionError
+
+if TYPE_CHECKING:
+    from atlas.harness.run import Run
+
+PROFILE_NAMES = ("smoke", "quick", "paper")
+PACKAGE = "reproductions"
+
+
+@dataclass
+class Reproduction:
+    key: str
+    fn: Callable[[Run], None]
+    profiles: dict[str, dict]
+    module_name: str
+    path: Path
+    doc: str = ""
+    _lineage: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def builds_on(self) -> list[str]:
+        """Keys of the reproductions this file imports directly (the paper's lineage)."""
+        if self._lineage is None:
+            self._lineage = imported_reproductions(self.path)
+        return self._lineage
+
+    def lineage(self) -> list[str]:
+        """Every reproduction this one builds on, transitively, nearest first."""
+        seen: list[str] = []
+        stack = list(self.builds_on)
+        while stack:
+            key = stack.pop(0)
+            if key in seen or key == self.key:
+                continue
+            seen.append(key)
+            stack.extend(imported_reproductions(self.path.parent / f"{key}.py"))
+        return seen
+
+    def code_files(self) -> list[Path]:
+        """This file and the files of every reproduction it builds on."""
+        return [self.path] + [self.path.parent / f"{k}.py" for k in self.lineage()]
+
+
+def imported_reproductions(path: Path) -> list[str]:
+    """Names of ``reproductions.X`` modules that ``path`` imports, in order of appearance."""
+    if not path.exists():
+        return []
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:
+                names = [a.name for a in node.names]
+            elif node.module.startswith(PACKAGE + "."):
+                names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + ".")]
+        for name in names:
+            if name not in found and not name.startswith("_"):
+                found.append(name)
+    return found
+
+
+_REGISTRY: dict[str, Reproduction] = {}
+_DISCOVERED = False
+
+
+def reproduction(key: str, *, profiles: dict[str, dict]) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
+    """Register ``fn`` as the reproduction of paper ``key`` with its profiles (smoke, quick, paper)."""
+    unknown = set(profiles) - set(PROFILE_NAMES)
+    if unknown or not {"smoke", "quick"} <= set(profiles):
+        raise ReproductionError(
+            f"reproduction '{key}' must declare the profiles smoke and quick (and may declare paper); "
+            f"got {sorted(profiles)}"
+        )
+
+    def wrap(fn: Callable[[Run], None]) -> Callable[[Run], None]:
+        module = importlib.import_module(fn.__module__)
+        path = Path(module.__file__ or "")
+        if key in _REGISTRY and _REGISTRY[key].path != path:
+            raise ReproductionError(f"two reproductions claim the key '{key}': {_REGISTRY[key].path} and {path}")
+        _REGISTRY[key] = Reproduction(key, fn, profiles, fn.__module__, path, (module.__doc__ or "").strip())
+        return fn
+
+    return wrap
+
+
+def discover() -> dict[str, Reproduction]:
+    """Import every module of the ``reproductions`` package once and return the registry."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        package: ModuleType = importlib.import_module(PACKAGE)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{PACKAGE}.{info.name}")
+        _DISCOVERED = True
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(key: str) -> Reproduction:
+    registry = discover()
+    if key not in registry:
+        close = difflib.get_close_matches(key, list(registry), n=3, cutoff=0.6)
+        hint = f"did you mean: {', '.join(close)}?" if close else f"reproduced so far: {', '.join(registry)}"
+        raise ReproductionError(f"paper '{key}' has no reproduction yet (no reproductions/{key}.py)", hint=hint)
+    return registry[key]

@@ -1,0 +1,100 @@
+"""Reported-vs-reproduced rows, shared by ``atlas reproduce``, ``atlas compare`` and the site."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from atlas.catalogue import Catalogue, Claim, Paper
+from atlas.results import Outcome, Record
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def reported_text(claim: Claim) -> str:
+    """The paper's number in words: 'top-1 error (%) 1.64 → 1.59, 12x'."""
+    parts = []
+    if claim.baseline is not None or claim.compressed is not None:
+        parts.append(f"{claim.metric} {fmt_value(claim.baseline)} → {fmt_value(claim.compressed)}")
+    elif claim.metric:
+        parts.append(claim.metric)
+    if claim.ratio is not None:
+        parts.append(f"{fmt_value(claim.ratio)}× smaller")
+    if claim.speedup is not None:
+        parts.append(f"{fmt_value(claim.speedup)}× faster")
+    if claim.bits is not None:
+        parts.append(f"{fmt_value(claim.bits)}-bit")
+    return ", ".join(parts)
+
+
+def fmt_value(v: object) -> str:
+    if isinstance(v, float):
+        return fmt(v, 4)
+    return "–" if v is None else str(v)
+
+
+def measured_text(outcome: Outcome) -> str:
+    """The judged quantities, mean ± std over seeds: 'param_compression 11.8 ± 0.2'."""
+    parts = []
+    for check in outcome.checks:
+        stats = outcome.metrics.get(check["quantity"])
+        if stats is None:
+            continue
+        sd = f" ± {fmt(stats['std'], 2)}" if len(stats["values"]) > 1 else ""
+        parts.append(f"{check['quantity']} {fmt(stats['mean'])}{sd}")
+    return "; ".join(parts)
+
+
+def target_text(claim: Claim) -> str:
+    return "; ".join(c.describe() for c in claim.checks)
+
+
+def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
+                 papers: Iterable[Paper] | None = None) -> list[dict[str, str]]:
+    """One row per reported claim: the paper's setting and number, the harness's setting and number,
+    and the verdict. With ``papers``, claims without a record are listed too."""
+    by_key = {r.key: r for r in records}
+    keys = [p.key for p in papers] if papers is not None else list(by_key)
+    rows = []
+    for key in keys:
+        paper = catalogue.get(key)
+        record = by_key.get(key)
+        for claim in paper.claims:
+            outcome = record.outcome(claim.id) if record else None
+            if outcome is None and papers is None:
+                continue
+            rows.append({
+                "paper": key,
+                "claim": claim.id,
+                "paper setting": f"{claim.model} / {claim.dataset}",
+                "reported": reported_text(claim),
+                "source": claim.source,
+                "checks": target_text(claim),
+                "harness setting": f"{outcome.model} / {outcome.dataset}" if outcome else "–",
+                "reproduced": measured_text(outcome) if outcome else "–",
+                "verdict": outcome.verdict if outcome else "not run",
+                "profile": record.profile if outcome and record else "–",
+            })
+    return rows
+
+
+def render_rows(rows: list[dict[str, str]], fmt_name: str = "table") -> str:
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return "(no rows)"
+    if fmt_name == "csv":
+        return frame.to_csv(index=False)
+    if fmt_name == "markdown":
+        header = "| " + " | ".join(frame.columns) + " |"
+        sep = "| " + " | ".join("---" for _ in frame.columns) + " |"
+        body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+        return "\n".join([header, sep, *body]) + "\n"
+    narrow = frame[["paper", "claim", "reported", "harness setting", "reproduced", "verdict"]]
+    return narrow.to_string(index=False, max_colwidth=48)

@@ -1,0 +1,104 @@
+"""Compression Atlas kernels (import name ``atlas_kernels``).
+
+Five families of compressed-weight matrix products, each with its encoding functions, a PyTorch
+reference, a Triton kernel and one entry point that runs Triton on CUDA tensors and the reference
+elsewhere (``backend="auto" | "triton" | "reference"``):
+
+* :mod:`.binary`   - XNOR + popcount binary GEMM (BinaryConnect, BNN, XNOR-Net)
+* :mod:`.lowbit`   - packed 2/4/k-bit and power-of-two weights (TWN, TTQ, DoReFa, INQ)
+* :mod:`.codebook` - weight sharing / VQ / PQ / HashedNets codebook lookup GEMM
+* :mod:`.sparse`   - CSR, block-sparse and EIE compressed-column SpMV / SpMM (pruning, EIE)
+* :mod:`.int8`     - int8 x int8 -> int32 GEMM with per-channel scales (Vanhoucke 2011, Lin 2016)
+
+Every packed weight has ``storage_bytes()`` (what it really occupies). Importing this package never
+imports Triton; the ``@triton.jit`` kernels are defined on first use of the Triton path, so
+``TRITON_INTERPRET=1`` may be set any time before that. See kernels/README.md.
+"""
+
+from ._backend import interpreting, resolve_backend, triton_available, triton_unavailable_reason
+from ._common import pack_codes, unpack_codes
+from .binary import (
+    BinaryActivation,
+    BinaryWeight,
+    binarize_activation,
+    binarize_weight,
+    binary_matmul,
+    binary_matmul_reference,
+    pack_signs,
+    unpack_signs,
+)
+from .codebook import (
+    CodebookWeight,
+    codebook_matmul,
+    codebook_matmul_reference,
+    hashednets_weight,
+    kmeans_codebook,
+)
+from .int8 import (
+    Int8Weight,
+    int8_matmul,
+    int8_matmul_reference,
+    quantize_int8_activation,
+    quantize_int8_weight,
+)
+from .lowbit import (
+    LowBitWeight,
+    lowbit_matmul,
+    lowbit_matmul_reference,
+    quantize_pow2,
+    quantize_ternary,
+    quantize_uniform,
+)
+from .sparse import (
+    BlockSparseWeight,
+    CSRWeight,
+    EIEWeight,
+    prune_magnitude,
+    sparse_matmul,
+    sparse_matmul_reference,
+    to_bsr,
+    to_csr,
+    to_eie,
+)
+
+__all__ = [
+    "BinaryActivation",
+    "BinaryWeight",
+    "BlockSparseWeight",
+    "CSRWeight",
+    "CodebookWeight",
+    "EIEWeight",
+    "Int8Weight",
+    "LowBitWeight",
+    "binarize_activation",
+    "binarize_weight",
+    "binary_matmul",
+    "binary_matmul_reference",
+    "codebook_matmul",
+    "codebook_matmul_reference",
+    "hashednets_weight",
+    "int8_matmul",
+    "int8_matmul_reference",
+    "interpreting",
+    "kmeans_codebook",
+    "lowbit_matmul",
+    "lowbit_matmul_reference",
+    "pack_codes",
+    "pack_signs",
+    "prune_magnitude",
+    "quantize_int8_activation",
+    "quantize_int8_weight",
+    "quantize_pow2",
+    "quantize_ternary",
+    "quantize_uniform",
+    "resolve_backend",
+    "sparse_matmul",
+    "sparse_matmul_reference",
+    "to_bsr",
+    "to_csr",
+    "to_eie",
+    "triton_available",
+    "triton_unavailable_reason",
+    "unpack_codes",
+    "unpack_signs",
+]

@@ -1,0 +1,241 @@
+"""Sparse matrix-vector / matrix-matrix products for pruned weights.
+
+Serves magnitude pruning (Han, Pool, Tran & Dally 2015 "Learning both weights and connections"; Deep
+Compression 2016), structured / block pruning, and EIE (Han et al. 2016, "EIE: Efficient Inference
+Engine on Compressed Deep Neural Network"), whose compressed-column format is reproduced here.
+
+Formats (weight ``W [N, K]``, ``Y = X @ W.T``):
+* CSR (:class:`CSRWeight`): ``rowptr`` int32 ``[N+1]``, ``col`` int32 ``[nnz]``, ``val`` ``[nnz]``
+  (fp32 or fp16). ``storage_bytes = 4(N+1) + 4 nnz + sizeof(val) nnz``.
+* Blocked (:class:`BlockSparseWeight`, BSR): the weight is tiled into ``[BR, BC]`` blocks (powers of two,
+  >= 16 for the Triton path, since they feed tl.dot); blocks with any nonzero are kept densely.
+  ``block_rowptr`` int32 ``[ceil(N/BR)+1]``, ``block_col`` int32 ``[nb]``, ``blocks`` ``[nb, BR, BC]``.
+  ``storage_bytes = 4(ceil(N/BR)+1) + 4 nb + sizeof(val) nb BR BC``.
+* EIE compressed columns (:class:`EIEWeight`): per input column ``k`` the nonzeros in row order, one
+  byte each: low nibble ``v`` = 4-bit index into a 16-entry shared codebook (``codebook[0] = 0`` is
+  reserved), high nibble ``z`` = number of zero rows skipped since the previous entry; a gap of more
+  than 15 zeros inserts a padding entry ``(z=15, v=0)``. ``colptr`` int32 ``[K+1]`` (EIE stores it per
+  PE; one flat array here). ``storage_bytes = E + 4(K+1) + 64`` with ``E = nnz + padding entries``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._backend import Backend, cdiv, interpreting, next_pow2, resolve_backend, triton_module
+from ._common import PackedTensor, as_2d, prepare_out
+from .codebook import _kmeans
+from .lowbit import _FLOAT_ACTS
+
+__all__ = [
+    "BlockSparseWeight",
+    "CSRWeight",
+    "EIEWeight",
+    "prune_magnitude",
+    "sparse_matmul",
+    "sparse_matmul_reference",
+    "to_bsr",
+    "to_csr",
+    "to_eie",
+]
+
+
+def prune_magnitude(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero the ``sparsity`` fraction of smallest-magnitude weights (per layer, Han et al. 2015)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError("sparsity must be in [0, 1)")
+    kth = int(round(sparsity * w.numel()))
+    if kth == 0:
+        return w.clone()
+    thr = w.abs().flatten().kthvalue(kth).values
+    return torch.where(w.abs() > thr, w, torch.zeros_like(w))
+
+
+@dataclass
+class CSRWeight(PackedTensor):
+    rowptr: torch.Tensor  # int32 [N+1]
+    col: torch.Tensor  # int32 [nnz]
+    val: torch.Tensor  # float [nnz]
+    shape: tuple[int, int]
+
+    def to_dense(self) -> torch.Tensor:
+        n, k = self.shape
+        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
+        rows = torch.repeat_interleave(torch.arange(n, device=self.col.device), counts)
+        d = torch.zeros(n, k, dtype=torch.float32, device=self.col.device)
+        d[rows, self.col.long()] = self.val.float()
+        return d
+
+    def to_torch(self) -> torch.Tensor:
+        """The same matrix as a ``torch.sparse_csr_tensor`` (int64 indices, as PyTorch wants)."""
+        return torch.sparse_csr_tensor(self.rowptr.long(), self.col.long(), self.val, self.shape)
+
+
+@dataclass
+class BlockSparseWeight(PackedTensor):
+    block_rowptr: torch.Tensor  # int32 [ceil(N/BR)+1]
+    block_col: torch.Tensor  # int32 [nb]
+    blocks: torch.Tensor  # float [nb, BR, BC]
+    block: tuple[int, int]
+    shape: tuple[int, int]
+
+    def to_dense(self) -> torch.Tensor:
+        n, k = self.shape
+        br, bc = self.block
+        nbr = self.block_rowptr.numel() - 1
+        d = torch.zeros(nbr * br, cdiv(k, bc) * bc, dtype=torch.float32, device=self.blocks.device)
+        counts = (self.block_rowptr[1:] - self.block_rowptr[:-1]).long()
+        brow = torch.repeat_interleave(torch.arange(nbr, device=d.device), counts)
+        for i in range(self.block_col.numel()):
+            r, c = int(brow[i]), int(self.block_col[i])
+            d[r * br:(r + 1) * br, c * bc:(c + 1) * bc] = self.blocks[i].float()
+        return d[:n, :k]
+
+
+@dataclass
+class EIEWeight(PackedTensor):
+    colptr: torch.Tensor  # int32 [K+1]
+    entries: torch.Tensor  # uint8 [E]: (z << 4) | v
+    codebook: torch.Tensor  # float32 [16], codebook[0] == 0
+    shape: tuple[int, int]
+
+    def to_dense(self) -> torch.Tensor:
+        n, k = self.shape
+        d = torch.zeros(n, k, dtype=torch.float32)
+        cp = self.colptr.tolist()
+        ent = self.entries.cpu().to(torch.int64)
+        cb = self.codebook.cpu().float()
+        for c in range(k):
+            e = ent[cp[c]:cp[c + 1]]
+            if e.numel() == 0:
+                continue
+            rows = torch.cumsum((e >> 4) + 1, 0) - 1
+            d[rows, c] = cb[e & 15]
+        return d.to(self.entries.device)
+
+
+def to_csr(w: torch.Tensor, val_dtype: torch.dtype | None = None) -> CSRWeight:
+    """Dense (pruned) ``[N, K]`` -> :class:`CSRWeight` keeping the exact nonzeros."""
+    if w.dim() != 2:
+        raise ValueError("weight must be [N, K]")
+    n, k = w.shape
+    nz = w != 0
+    rows, cols = nz.nonzero(as_tuple=True)
+    rowptr = torch.zeros(n + 1, dtype=torch.int64, device=w.device)
+    rowptr[1:] = torch.cumsum(nz.sum(dim=1), 0)
+    vals = w[rows, cols].to(val_dtype or w.dtype)
+    return CSRWeight(rowptr.to(torch.int32), cols.to(torch.int32).contiguous(), vals.contiguous(), (n, k))
+
+
+def to_bsr(w: torch.Tensor, block: tuple[int, int] = (16, 16), val_dtype: torch.dtype | None = None) -> BlockSparseWeight:
+    """Dense ``[N, K]`` -> :class:`BlockSparseWeight` keeping every ``block`` tile with a nonzero."""
+    br, bc = block
+    if br < 1 or bc < 1 or br & (br - 1) or bc & (bc - 1):
+        raise ValueError("block dims must be powers of two")
+    n, k = w.shape
+    nbr, nbc = cdiv(n, br), cdiv(k, bc)
+    wp = torch.nn.functional.pad(w, (0, nbc * bc - k, 0, nbr * br - n))
+    tiles = wp.reshape(nbr, br, nbc, bc).permute(0, 2, 1, 3)  # [nbr, nbc, br, bc]
+    keep = (tiles != 0).flatten(2).any(dim=2)
+    brow, bcol = keep.nonzero(as_tuple=True)
+    rowptr = torch.zeros(nbr + 1, dtype=torch.int64, device=w.device)
+    rowptr[1:] = torch.cumsum(keep.sum(dim=1), 0)
+    blocks = tiles[brow, bcol].to(val_dtype or w.dtype).contiguous()
+    return BlockSparseWeight(rowptr.to(torch.int32), bcol.to(torch.int32).contiguous(), blocks, (br, bc), (n, k))
+
+
+def to_eie(w: torch.Tensor, iters: int = 15, seed: int = 0) -> EIEWeight:
+    """Dense pruned ``[N, K]`` -> EIE compressed columns with a 15-centroid k-means codebook over the
+    nonzeros (code 0 = zero / padding), as in Deep Compression + EIE (4-bit weights, 4-bit gaps)."""
+    if w.dim() != 2:
+        raise ValueError("weight must be [N, K]")
+    wf = w.detach().float().cpu()
+    n, k = wf.shape
+    nzv = wf[wf != 0]
+    cb = torch.zeros(16)
+    if nzv.numel():
+        cent, _ = _kmeans(nzv.reshape(-1, 1), min(15, nzv.numel()), iters, torch.Generator().manual_seed(seed))
+        cb[1:1 + cent.shape[0]] = cent.reshape(-1)
+    cand = cb[1:]
+    ents: list[int] = []
+    colptr = [0]
+    wt = wf.T.contiguous()
+    for c in range(k):
+        rows = (wt[c] != 0).nonzero().flatten().tolist()
+        prev = -1
+        for r in rows:
+            gap = r - prev - 1
+            while gap > 15:
+                ents.append(15 << 4)  # padding entry: skip 15 zeros, then an explicit zero (code 0)
+                gap -= 16
+            code = 1 + int((cand - wt[c, r]).abs().argmin())
+            ents.append((gap << 4) | code)
+            prev = r
+        colptr.append(len(ents))
+    return EIEWeight(
+        torch.tensor(colptr, dtype=torch.int32, device=w.device),
+        torch.tensor(ents, dtype=torch.uint8, device=w.device),
+        cb.to(w.device),
+        (n, k),
+    )
+
+
+SparseWeight = CSRWeight | BlockSparseWeight | EIEWeight
+
+
+def sparse_matmul_reference(x: torch.Tensor, w: SparseWeight) -> torch.Tensor:
+    """PyTorch reference: densify, ``x.float() @ W.T`` in fp32, cast to ``x.dtype``."""
+    return (x.float() @ w.to_dense().to(x.device).T).to(x.dtype)
+
+
+def sparse_matmul(
+    x: torch.Tensor, w: SparseWeight, *, backend: Backend = "auto", out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``Y = X @ W.T`` for a sparse ``W`` (CSR, blocked or EIE); ``x`` is ``[K]`` or ``[..., K]`` float.
+
+    SpMV when ``x`` is a vector, SpMM otherwise."""
+    if x.dtype not in _FLOAT_ACTS:
+        raise TypeError(f"activations must be one of {_FLOAT_ACTS}")
+    n, k = w.shape
+    x2, vec = as_2d(x, k)
+    m = x2.shape[0]
+    out_shape = (n,) if vec else (*x.shape[:-1], n)
+    dev = x.device
+    res = prepare_out(out, out_shape, x.dtype, dev)
+    tensors = [t for t in vars(w).values() if isinstance(t, torch.Tensor)]
+    if resolve_backend(backend, x, *tensors) == "reference":
+        res.copy_(sparse_matmul_reference(x2, w).reshape(out_shape))
+        return res
+    if m == 0 or n == 0:
+        return res
+    tk = triton_module("sparse")
+    xc = x2.contiguous()
+    y = res.view(m, n)
+    interp = interpreting()
+    if isinstance(w, CSRWeight):
+        bm = min(64, next_pow2(m)) if interp else min(16, next_pow2(m))
+        tk.csr_kernel[(n, cdiv(m, bm))](
+            xc, w.rowptr, w.col, w.val, y, m, xc.stride(0), y.stride(0), BM=bm, BNZ=128 if interp else 64,
+        )
+    elif isinstance(w, BlockSparseWeight):
+        br, bc = w.block
+        if br < 16 or bc < 16:
+            raise ValueError("the Triton BSR kernel needs blocks of at least 16x16 (tl.dot)")
+        bm = min(64, max(16, next_pow2(m))) if interp else (16 if m <= 16 else 64)
+        tk.bsr_kernel[(w.block_rowptr.numel() - 1, cdiv(m, bm))](
+            xc, w.block_rowptr, w.block_col, w.blocks, y, m, n, k, xc.stride(0), y.stride(0),
+            X_F32=x.dtype == torch.float32, BR=br, BC=bc, BM=bm,
+        )
+    elif isinstance(w, EIEWeight):
+        acc = torch.zeros(m, n, dtype=torch.float32, device=dev)  # atomics accumulate into zeros
+        bm = min(64, next_pow2(m)) if interp else min(16, next_pow2(m))
+        tk.eie_kernel[(k, cdiv(m, bm))](
+            xc, w.colptr, w.entries, w.codebook.float().contiguous(), acc, m, xc.stride(0), acc.stride(0),
+            BM=bm, BE=64,
+        )
+        y.copy_(acc)
+    else:
+        raise TypeError(f"unsupported sparse weight {type(w).__name__}")
+    return res

@@ -1,0 +1,283 @@
+"""papers.yaml's schema: each kind of bad input is refused with the file, key, field and line."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from atlas.catalogue import Check, load_catalogue, parse_catalogue
+from atlas.cli import main
+from atlas.errors import CatalogueError, UnknownKeyError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = FIXTURES / "papers_small.yaml"
+
+GOOD = """\
+- key: han2015
+  title: "Learning both Weights and Connections for Efficient Neural Networks"
+  authors: [Song Han, Jeff Pool, John Tran, William J. Dally]
+  year: 2015
+  venue:
+    name: "Advances in Neural Information Processing Systems 28"
+    short: NIPS 2015
+    type: conference
+  arxiv: "1506.02626"
+  doi: null
+  categories: [pruning]
+  kind: method
+  listed_in: [list, annotated]
+  survey:
+    ref: 11
+    class: Pruning
+    conference: NIPS2015
+    cite: 206
+    detailed: prune connect
+    superiority: AlexNet 9*
+    weakness: no-acceleration
+  claims:
+    - id: lenet-300-100
+      model: LeNet-300-100
+      dataset: MNIST
+      metric: top-1 error (%)
+      baseline: 1.64
+      compressed: 1.59
+      ratio: 12.0
+      source: "Table 1"
+      confidence: high
+      checks:
+        - quantity: param_compression
+          target: 12.0
+          direction: higher
+          tolerance: {rel: 0.25}
+- key: hinton2015
+  title: "Distilling the Knowledge in a Neural Network"
+  authors: [Geoffrey Hinton, Oriol Vinyals, Jeff Dean]
+  year: 2015
+  venue: {name: arXiv preprint, short: arXiv, type: preprint}
+  arxiv: "1503.02531"
+  categories: [distillation]
+  kind: method
+"""
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    """1-based line of the n-th line containing ``needle``."""
+    hits = [i + 1 for i, line in enumerate(text.splitlines()) if needle in line]
+    return hits[occurrence - 1]
+
+
+def problem(text: str, name: str = "papers.yaml") -> str:
+    with pytest.raises(CatalogueError) as info:
+        parse_catalogue(text, Path(name))
+    return str(info.value)
+
+
+def test_good_text_loads() -> None:
+    catalogue = parse_catalogue(GOOD, Path("papers.yaml"))
+    assert catalogue.keys() == ["han2015", "hinton2015"]
+    paper = catalogue.get("han2015")
+    assert paper.line == 1
+    assert catalogue.get("hinton2015").line == line_of(GOOD, "key: hinton2015")
+    assert paper.survey is not None and paper.survey.klass == "Pruning" and paper.survey.cite == 206
+    assert paper.claim("lenet-300-100").checks[0].tol_rel == 0.25
+    assert paper.links == {"arxiv": "https://arxiv.org/abs/1506.02626"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "field", "needle", "words"),
+    [
+        ('arxiv: "1506.02626"', 'arxiv: "1506.2626"', "han2015", "arxiv", "arxiv:", "is not an arXiv id"),
+        ('arxiv: "1506.02626"', "arxiv: 1506.02626", "han2015", "arxiv", "arxiv:", "quote it"),
+        ('arxiv: "1506.02626"', 'arxiv: "arXiv:1506.02626"', "han2015", "arxiv", "arxiv:", "not an arXiv id"),
+        ("doi: null", 'doi: "https://doi.org/10.1/x"', "han2015", "doi", "doi:", "is not a DOI"),
+        ("doi: null", 'doi: "11.1234/abc"', "han2015", "doi", "doi:", "is not a DOI"),
+        ("key: han2015", "key: Han2015", "Han2015", "key", "key: Han2015", "is not a key"),
+        ("key: han2015", "key: han15", "han15", "key", "key: han15", "is not a key"),
+        ("key: han2015", "key: han2016", "han2016", "key", "key: han2016", "differs from the paper's year 2015"),
+        ("  year: 2015\n  venue:\n", '  year: "2015"\n  venue:\n', "han2015", "year", 'year: "2015"',
+         "expected an integer year"),
+        ("  year: 2015\n  venue:\n", "  year: 1850\n  venue:\n", "han2015", "year", "year: 1850", "outside"),
+        ("categories: [pruning]", "categories: [pruning, sparsity]", "han2015", "categories", "categories:",
+         "'sparsity' is not a category"),
+        ("categories: [pruning]", "categories: []", "han2015", "categories", "categories:", "at least one"),
+        ("categories: [pruning]", "categories: pruning", "han2015", "categories", "categories:",
+         "expected a list"),
+        ("  kind: method\n  listed_in", "  kind: trick\n  listed_in", "han2015", "kind", "kind: trick",
+         "'trick' is not one of"),
+        ("  kind: method\n  listed_in", "  kind: off-topic\n  listed_in", "han2015", "kind_note",
+         "kind: off-topic", "needs a one-line kind_note"),
+        ("    type: conference", "    type: talk", "han2015", "venue.type", "type: talk", "'talk' is not one of"),
+        ("    short: NIPS 2015\n", "", "han2015", "venue.short", "venue:", "required field is missing"),
+        ("  authors: [Song Han, Jeff Pool, John Tran, William J. Dally]\n", "", "han2015", "authors",
+         "key: han2015", "required field is missing"),
+        ("authors: [Song Han, Jeff Pool, John Tran, William J. Dally]", "authors: []", "han2015", "authors",
+         "authors:", "at least one author"),
+        ("  doi: null\n", "  doi: null\n  pages: 1135-1143\n", "han2015", "pages", "pages:", "unknown field"),
+        ("    cite: 206", "    cite: many", "han2015", "survey.cite", "cite: many", "non-negative integer"),
+        ("    class: Pruning", "    class: Pruners", "han2015", "survey.class", "class: Pruners", "not one of"),
+        ("          direction: higher", "          direction: above", "han2015",
+         "claims[lenet-300-100].checks[0].direction", "direction: above", "'above' is not one of"),
+        ("          tolerance: {rel: 0.25}", "          tolerance: {}", "han2015",
+         "claims[lenet-300-100].checks[0].tolerance", "tolerance: {}", "exactly one of abs or rel"),
+        ("          tolerance: {rel: 0.25}", "          tolerance: {rel: 0.25, abs: 1}", "han2015",
+         "claims[lenet-300-100].checks[0].tolerance", "tolerance:", "both abs and rel"),
+        ("          tolerance: {rel: 0.25}\n", "", "han2015", "claims[lenet-300-100].checks[0].tolerance",
+         "- quantity: param_compression", "required field is missing"),
+        ("      confidence: high", "      confidence: recalled", "han2015", "claims[lenet-300-100].confidence",
+         "confidence: recalled", "not one of: high, checked"),
+        ("      baseline: 1.64", "      baseline: 1.64%", "han2015", "claims[lenet-300-100].baseline",
+         "baseline:", "expected a number"),
+        ("    - id: lenet-300-100", "    - id: LeNet_300", "han2015", "claims[LeNet_300].id", "id: LeNet_300",
+         "is not a claim id"),
+    ],
+)
+def test_bad_field_is_named_with_key_field_and_line(
+    old: str, new: str, key: str, field: str, needle: str, words: str
+) -> None:
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    message = problem(text)
+    line = line_of(text, needle)
+    expected = f"papers.yaml:{line}: paper '{key}', field '{field}': "
+    assert expected in message, message
+    assert words in message
+
+
+def test_duplicate_key_names_both_lines() -> None:
+    text = GOOD.replace("key: hinton2015", "key: han2015").replace("year: 2015\n  venue: {", "year: 2015\n  venue: {")
+    text = text.replace('"Distilling the Knowledge in a Neural Network"', '"Another Paper"')
+    message = problem(text)
+    second = line_of(text, "key: han2015", 2)
+    assert f"papers.yaml:{second}: paper 'han2015', field 'key': duplicate key (first at line 1)" in message
+
+
+def test_duplicate_claim_id() -> None:
+    claim = GOOD[GOOD.index("    - id: lenet-300-100") : GOOD.index("- key: hinton2015")]
+    text = GOOD.replace(claim, claim + claim)
+    message = problem(text)
+    line = line_of(text, "- id: lenet-300-100", 2)
+    assert f"papers.yaml:{line}: paper 'han2015', field 'claims[lenet-300-100].id': duplicate claim id" in message
+
+
+def test_duplicate_mapping_field() -> None:
+    text = GOOD.replace("  doi: null\n", "  doi: null\n  doi: null\n", 1)
+    message = problem(text)
+    assert f"papers.yaml:{line_of(text, 'doi: null', 2)}: paper 'han2015', field 'doi': given twice" in message
+
+
+def test_duplicate_survey_ref_and_title() -> None:
+    text = GOOD + (
+        '- key: han2016\n  title: "Learning Both Weights and Connections for Efficient Neural Networks!"\n'
+        "  authors: [Song Han]\n  year: 2016\n  venue: {name: x, short: x, type: journal}\n"
+        "  categories: [pruning]\n  kind: method\n"
+        "  survey: {ref: 11, class: Pruning, conference: x, cite: 1, detailed: a, superiority: b, weakness: c}\n"
+    )
+    message = problem(text)
+    assert "paper 'han2016', field 'survey.ref': survey reference [11] is also paper 'han2015'" in message
+    assert "paper 'han2016', field 'title': same title as paper 'han2015'" in message
+
+
+def test_old_style_arxiv_ids_are_accepted() -> None:
+    for arxiv in ("cs/0101001", "hep-th/9901001", "math.GT/0309136", "1412.6550", "2001.00001"):
+        parse_catalogue(GOOD.replace('"1506.02626"', f'"{arxiv}"'), Path("papers.yaml"))
+
+
+def test_yaml_syntax_error_reports_line_and_column() -> None:
+    text = GOOD.replace("  year: 2015\n  venue:\n", "  year: 2015\n  venue: [oops\n", 1)
+    message = problem(text)
+    assert re.search(r"^papers\.yaml:\d+:\d+: not valid YAML: ", message), message
+
+
+def test_top_level_must_be_a_list() -> None:
+    assert "the top level must be a list of papers, got a mapping" in problem("key: han2015\ntitle: x\n")
+    assert "papers.yaml:1: each paper must be a mapping, got a string" in problem("- just a string\n")
+
+
+def test_many_errors_are_reported_together() -> None:
+    text = GOOD.replace('"1506.02626"', '"15.06"').replace("categories: [distillation]", "categories: [kd]")
+    message = problem(text)
+    assert message.startswith("papers.yaml: 2 problems")
+    assert "field 'arxiv'" in message and "'kd' is not a category" in message
+
+
+def test_file_name_and_line_in_loaded_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "papers.yaml"
+    path.write_text(GOOD.replace('"1503.02531"', '"1503.2531"'))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue(path)
+    line = line_of(path.read_text(), '"1503.2531"')
+    assert str(info.value) == (
+        f"papers.yaml:{line}: paper 'hinton2015', field 'arxiv': '1503.2531' is not an arXiv id "
+        "(1506.02626 or cs/0101001)"
+    )
+
+
+def test_cache_sees_a_changed_file(tmp_path: Path) -> None:
+    path = tmp_path / "papers.yaml"
+    path.write_text(GOOD)
+    first = load_catalogue(path)
+    assert load_catalogue(path) is first
+    path.write_text(GOOD.replace("key: hinton2015", "key: hinton2015b") + "\n")
+    assert "hinton2015b" in load_catalogue(path)
+
+
+def test_cli_turns_catalogue_error_into_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "papers.yaml"
+    bad.write_text(GOOD.replace('"1506.02626"', '"1506.2626"'))
+    monkeypatch.setenv("ATLAS_PAPERS", str(bad))
+    for argv in (["validate"], ["validate", "--file", str(bad)], ["list"], ["show", "han2015"], ["cite", "--all"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ")
+        assert "paper 'han2015', field 'arxiv': '1506.2626' is not an arXiv id" in err
+        assert "Traceback" not in err
+
+
+def test_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--file", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_unknown_key_suggests_close_keys() -> None:
+    catalogue = load_catalogue(SMALL)
+    with pytest.raises(UnknownKeyError) as info:
+        catalogue.get("hintn2015")
+    assert str(info.value).startswith("unknown paper key 'hintn2015'; did you mean: hinton2015")
+    assert info.value.exit_code == 3
+
+
+def test_paper_claim_lookup() -> None:
+    paper = load_catalogue(SMALL).get("han2015")
+    assert paper.claim("lenet-300-100").model == "LeNet-300-100"
+    with pytest.raises(CatalogueError, match=r"paper 'han2015' has no claim 'alexnet' \(its claims: lenet-300-100\)"):
+        paper.claim("alexnet")
+
+
+def test_catalogue_container_and_filter() -> None:
+    catalogue = load_catalogue(SMALL)
+    assert len(catalogue) == 4 and "han2015" in catalogue and "nobody2000" not in catalogue
+    assert [p.key for p in catalogue] == catalogue.keys()
+    assert [p.key for p in catalogue.filter(category="pruning")] == ["han2015", "scardapane2017"]
+    assert [p.key for p in catalogue.filter(kind="off-topic")] == ["cohen2016"]
+    assert [p.key for p in catalogue.filter(year=2015, category="distillation")] == ["hinton2015"]
+    assert catalogue.filter(year=1999) == []
+
+
+def test_check_semantics() -> None:
+    rel = Check("param_compression", 12.0, "higher", None, 0.25)
+    assert rel.tolerance() == pytest.approx(3.0)
+    assert rel.passes(9.0) and rel.passes(40) and not rel.passes(8.99) and not rel.passes(math.nan)
+    assert rel.describe() == "param_compression >= 9.0 (12 - 25%)"
+    low = Check("storage_bits", 100.0, "lower", 5.0, None)
+    assert low.passes(105) and not low.passes(105.01)
+    assert low.describe() == "storage_bits <= 105.0 (100 + 5)"
+    eq = Check("bits", 2.0, "equal", 0.0, None)
+    assert eq.passes(2) and not eq.passes(2.5) and not eq.passes(1.5)
+    neg = Check("accuracy_change_pp", -0.5, "higher", None, 0.5)
+    assert neg.tolerance() == pytest.approx(0.25) and neg.passes(-0.75) and not neg.passes(-0.8)
