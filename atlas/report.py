@@ -98,3 +98,69 @@ def render_rows(rows: list[dict[str, str]], fmt_name: str = "table") -> str:
         return "\n".join([header, sep, *body]) + "\n"
     narrow = frame[["paper", "claim", "reported", "harness setting", "reproduced", "verdict"]]
     return narrow.to_string(index=False, max_colwidth=48)
+
+
+# ---------------------------------------------------------------------------------------------
+# LaTeX (booktabs), for a related-work section
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+}
+_LATEX_UNICODE = {
+    "→": r"$\rightarrow$", "×": r"$\times$", "±": r"$\pm$", "–": "--", "—": "---", "≥": r"$\geq$",
+    "≤": r"$\leq$", "≈": r"$\approx$", "°": r"$^\circ$", "µ": r"$\mu$", "−": "--", "…": r"\ldots{}",
+}
+
+#: the LaTeX table's columns: (row field, heading, column spec)
+LATEX_COLUMNS = (
+    ("paper", "Paper", "l"),
+    ("paper setting", "Paper's setting", r"p{0.2\linewidth}"),
+    ("reported", "Reported", r"p{0.2\linewidth}"),
+    ("harness setting", "Harness setting", r"p{0.16\linewidth}"),
+    ("reproduced", "Reproduced", r"p{0.16\linewidth}"),
+    ("verdict", "Verdict", "l"),
+)
+
+
+def latex_escape(text: object) -> str:
+    """Plain text as LaTeX: specials (``\\ & % $ # _ { } ~ ^ < > |``) escaped, common Unicode
+    symbols (→ × ± – ≥ ...) as LaTeX commands."""
+    out = []
+    for ch in "" if text is None else str(text):
+        if ch in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[ch])
+        elif ch in _LATEX_UNICODE:
+            out.append(_LATEX_UNICODE[ch])
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render_latex(rows: list[dict[str, str]], *, cite: bool = True, comment: str | None = None) -> str:
+    """A booktabs ``tabular`` (a fragment to ``\\input`` inside a ``table``) with one row per claim:
+    the paper (``\\cite{key}`` when ``cite``), its setting and number, the harness's setting and
+    number, and the verdict. Needs ``\\usepackage{booktabs}``."""
+    lines = []
+    if comment:
+        lines += [f"% {line}" for line in comment.splitlines()]
+    lines.append("% requires \\usepackage{booktabs}")
+    spec = "".join(c[2] for c in LATEX_COLUMNS)
+    lines.append(f"\\begin{{tabular}}{{{spec}}}")
+    lines.append("\\toprule")
+    lines.append(" & ".join(f"\\textbf{{{latex_escape(c[1])}}}" for c in LATEX_COLUMNS) + " \\\\")
+    lines.append("\\midrule")
+    for row in rows:
+        cells = []
+        for key, _head, _spec in LATEX_COLUMNS:
+            value = row.get(key, "")
+            if key == "paper" and cite:
+                claim = row.get("claim")
+                cells.append(f"\\cite{{{value}}}" + (f" ({latex_escape(claim)})" if claim else ""))
+            else:
+                cells.append(latex_escape(value))
+        lines.append(" & ".join(cells) + " \\\\")
+    lines.append("\\bottomrule")
+    lines.append("\\end{tabular}")
+    return "\n".join(lines) + "\n"

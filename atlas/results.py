@@ -19,6 +19,7 @@ from atlas import ROOT
 from atlas.errors import AtlasError
 
 SCHEMA_VERSION = 1
+PROFILE_NAMES = ("smoke", "quick", "paper")
 PROFILE_RANK = {"paper": 0, "quick": 1, "smoke": 2}
 
 

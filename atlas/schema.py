@@ -37,7 +37,7 @@ SURVEY_CLASSES: tuple[str, ...] = (
     "Sparse",
     "Design",
 )
-CONFIDENCES: tuple[str, ...] = ("high", "checked")
+CONFIDENCES: tuple[str, ...] = ("high", "checked", "recalled")
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "equal")
 
 KEY_RE = re.compile(r"^[a-z]+[0-9]{4}[a-z]?$")
@@ -45,7 +45,7 @@ CLAIM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 QUANTITY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 ARXIV_NEW_RE = re.compile(r"^[0-9]{4}\.[0-9]{4,5}$")
 ARXIV_OLD_RE = re.compile(r"^[a-z]+(?:-[a-z]+)*(?:\.[A-Z]{2})?/[0-9]{7}$")
-ARXIV_VERSION_RE = re.compile(r"^(?:[0-9]{4}\.[0-9]{4,5}|[a-z]+(?:-[a-z]+)*(?:\.[A-Z]{2})?/[0-9]{7})v[0-9]+$")
+ARXIV_VERSION_RE = re.compile(r"^(?P<id>.+)v[0-9]+$")
 DOI_RE = re.compile(r"^10\.[0-9]{4,9}/\S+$")
 URL_RE = re.compile(r"^https?://\S+$")
 
@@ -65,8 +65,20 @@ MAX_PROBLEMS = 20
 
 
 def is_arxiv_id(value: str) -> bool:
-    """True for a new-style (``1506.02626``) or old-style (``cs/0101001``) arXiv identifier."""
-    return bool(ARXIV_NEW_RE.match(value) or ARXIV_OLD_RE.match(value))
+    """True for a new-style (``1506.02626``) or old-style (``cs/0101001``) arXiv identifier.
+
+    New-style ids are ``YYMM.NNNN`` from April 2007 to December 2014 and ``YYMM.NNNNN`` since
+    January 2015, so ``1506.2626`` is not one."""
+    if ARXIV_OLD_RE.match(value):
+        month = int(value.rsplit("/", 1)[1][2:4])
+        return 1 <= month <= 12
+    if not ARXIV_NEW_RE.match(value):
+        return False
+    yymm, number = value.split(".")
+    year, month = int(yymm[:2]), int(yymm[2:])
+    if not 1 <= month <= 12 or (year, month) < (7, 4):
+        return False
+    return len(number) == (5 if year >= 15 else 4)
 
 
 def is_doi(value: str) -> bool:
@@ -228,7 +240,7 @@ class _Checker:
 
     @staticmethod
     def line(mapping: LineDict, name: str) -> int:
-        return mapping.value_lines.get(name, mapping.key_lines.get(name, mapping.line))
+        return mapping.key_lines.get(name, mapping.line)
 
     def fields(
         self,
@@ -559,6 +571,14 @@ class _Checker:
                 self.nonempty(claim, name, key, f"{label}.")
             if "confidence" in claim:
                 self.choice(claim, "confidence", CONFIDENCES, key, f"{label}.")
+                if claim.get("confidence") == "recalled" and claim.get("checks"):
+                    self.add(
+                        self.line(claim, "checks"),
+                        "a recalled number (not read in a source) cannot be a reproduction target: "
+                        "confirm it (confidence: checked) or remove its checks",
+                        key,
+                        f"{label}.checks",
+                    )
             for name in CLAIM_NUMBERS:
                 self.number(claim, name, key, f"{label}.")
             sparsity = claim.get("sparsity")
@@ -570,7 +590,8 @@ class _Checker:
                     f"{label}.sparsity",
                 )
             version = self.string(claim, "arxiv_version", key, f"{label}.", nullable=True)
-            if version is not None and not ARXIV_VERSION_RE.match(version):
+            match = ARXIV_VERSION_RE.match(version) if version is not None else None
+            if version is not None and not (match and is_arxiv_id(match.group("id"))):
                 self.add(
                     self.line(claim, "arxiv_version"),
                     f"{version!r} is not a versioned arXiv id (1506.02626v3)",

@@ -103,17 +103,18 @@ class EIEWeight(PackedTensor):
 
     def to_dense(self) -> torch.Tensor:
         n, k = self.shape
-        d = torch.zeros(n, k, dtype=torch.float32)
-        cp = self.colptr.tolist()
-        ent = self.entries.cpu().to(torch.int64)
-        cb = self.codebook.cpu().float()
-        for c in range(k):
-            e = ent[cp[c]:cp[c + 1]]
-            if e.numel() == 0:
-                continue
-            rows = torch.cumsum((e >> 4) + 1, 0) - 1
-            d[rows, c] = cb[e & 15]
-        return d.to(self.entries.device)
+        dev = self.entries.device
+        ent = self.entries.to(torch.int64)
+        counts = (self.colptr[1:] - self.colptr[:-1]).long()
+        cols = torch.repeat_interleave(torch.arange(k, device=dev), counts)
+        cs = torch.cumsum((ent >> 4) + 1, 0)
+        before = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), cs])[self.colptr[:-1].long()]
+        rows = cs - before[cols] - 1  # prefix sum of (z + 1) restarted at each column
+        code = ent & 15
+        d = torch.zeros(n, k, dtype=torch.float32, device=dev)
+        keep = code != 0
+        d[rows[keep], cols[keep]] = self.codebook.float()[code[keep]]
+        return d
 
 
 def to_csr(w: torch.Tensor, val_dtype: torch.dtype | None = None) -> CSRWeight:
@@ -158,25 +159,25 @@ def to_eie(w: torch.Tensor, iters: int = 15, seed: int = 0) -> EIEWeight:
     if nzv.numel():
         cent, _ = _kmeans(nzv.reshape(-1, 1), min(15, nzv.numel()), iters, torch.Generator().manual_seed(seed))
         cb[1:1 + cent.shape[0]] = cent.reshape(-1)
-    cand = cb[1:]
-    ents: list[int] = []
-    colptr = [0]
-    wt = wf.T.contiguous()
-    for c in range(k):
-        rows = (wt[c] != 0).nonzero().flatten().tolist()
-        prev = -1
-        for r in rows:
-            gap = r - prev - 1
-            while gap > 15:
-                ents.append(15 << 4)  # padding entry: skip 15 zeros, then an explicit zero (code 0)
-                gap -= 16
-            code = 1 + int((cand - wt[c, r]).abs().argmin())
-            ents.append((gap << 4) | code)
-            prev = r
-        colptr.append(len(ents))
+    # nonzeros in column-major order; gap = zero rows since the previous nonzero of the column
+    cols, rows = (wf.T != 0).nonzero(as_tuple=True)
+    vals = wf[rows, cols]
+    prev = torch.cat([torch.tensor([-1]), rows[:-1]])
+    first = torch.ones_like(cols, dtype=torch.bool)
+    first[1:] = cols[1:] != cols[:-1]
+    prev = torch.where(first, torch.full_like(prev, -1), prev)
+    gap = rows - prev - 1
+    npad = gap // 16  # each padding entry (z=15, v=0) advances 16 rows
+    z = gap - 16 * npad
+    code = 1 + (cb[1:][None, :] - vals[:, None]).abs().argmin(dim=1) if vals.numel() else vals.long()
+    cnt = npad + 1
+    ents = torch.full((int(cnt.sum()),), 15 << 4, dtype=torch.int64)
+    ents[torch.cumsum(cnt, 0) - 1] = (z << 4) | code
+    colptr = torch.zeros(k + 1, dtype=torch.int64)
+    colptr[1:] = torch.cumsum(torch.zeros(k, dtype=torch.int64).index_add_(0, cols, cnt), 0)
     return EIEWeight(
-        torch.tensor(colptr, dtype=torch.int32, device=w.device),
-        torch.tensor(ents, dtype=torch.uint8, device=w.device),
+        colptr.to(torch.int32).to(w.device),
+        ents.to(torch.uint8).to(w.device),
         cb.to(w.device),
         (n, k),
     )

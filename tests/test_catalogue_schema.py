@@ -96,42 +96,155 @@ def test_good_text_loads() -> None:
         ("doi: null", 'doi: "11.1234/abc"', "han2015", "doi", "doi:", "is not a DOI"),
         ("key: han2015", "key: Han2015", "Han2015", "key", "key: Han2015", "is not a key"),
         ("key: han2015", "key: han15", "han15", "key", "key: han15", "is not a key"),
-        ("key: han2015", "key: han2016", "han2016", "key", "key: han2016", "differs from the paper's year 2015"),
-        ("  year: 2015\n  venue:\n", '  year: "2015"\n  venue:\n', "han2015", "year", 'year: "2015"',
-         "expected an integer year"),
+        (
+            "key: han2015",
+            "key: han2016",
+            "han2016",
+            "key",
+            "key: han2016",
+            "differs from the paper's year 2015",
+        ),
+        (
+            "  year: 2015\n  venue:\n",
+            '  year: "2015"\n  venue:\n',
+            "han2015",
+            "year",
+            'year: "2015"',
+            "expected an integer year",
+        ),
         ("  year: 2015\n  venue:\n", "  year: 1850\n  venue:\n", "han2015", "year", "year: 1850", "outside"),
-        ("categories: [pruning]", "categories: [pruning, sparsity]", "han2015", "categories", "categories:",
-         "'sparsity' is not a category"),
+        (
+            "categories: [pruning]",
+            "categories: [pruning, sparsity]",
+            "han2015",
+            "categories",
+            "categories:",
+            "'sparsity' is not a category",
+        ),
         ("categories: [pruning]", "categories: []", "han2015", "categories", "categories:", "at least one"),
-        ("categories: [pruning]", "categories: pruning", "han2015", "categories", "categories:",
-         "expected a list"),
-        ("  kind: method\n  listed_in", "  kind: trick\n  listed_in", "han2015", "kind", "kind: trick",
-         "'trick' is not one of"),
-        ("  kind: method\n  listed_in", "  kind: off-topic\n  listed_in", "han2015", "kind_note",
-         "kind: off-topic", "needs a one-line kind_note"),
-        ("    type: conference", "    type: talk", "han2015", "venue.type", "type: talk", "'talk' is not one of"),
-        ("    short: NIPS 2015\n", "", "han2015", "venue.short", "venue:", "required field is missing"),
-        ("  authors: [Song Han, Jeff Pool, John Tran, William J. Dally]\n", "", "han2015", "authors",
-         "key: han2015", "required field is missing"),
-        ("authors: [Song Han, Jeff Pool, John Tran, William J. Dally]", "authors: []", "han2015", "authors",
-         "authors:", "at least one author"),
+        (
+            "categories: [pruning]",
+            "categories: pruning",
+            "han2015",
+            "categories",
+            "categories:",
+            "expected a list",
+        ),
+        (
+            "  kind: method\n  listed_in",
+            "  kind: trick\n  listed_in",
+            "han2015",
+            "kind",
+            "kind: trick",
+            "'trick' is not one of",
+        ),
+        (
+            "  kind: method\n  listed_in",
+            "  kind: off-topic\n  listed_in",
+            "han2015",
+            "kind_note",
+            "kind: off-topic",
+            "needs a one-line kind_note",
+        ),
+        (
+            "    type: conference",
+            "    type: talk",
+            "han2015",
+            "venue.type",
+            "type: talk",
+            "'talk' is not one of",
+        ),
+        ("    short: NIPS 2015\n", "", "han2015", "venue.short", "    name:", "required field is missing"),
+        (
+            "  authors: [Song Han, Jeff Pool, John Tran, William J. Dally]\n",
+            "",
+            "han2015",
+            "authors",
+            "key: han2015",
+            "required field is missing",
+        ),
+        (
+            "authors: [Song Han, Jeff Pool, John Tran, William J. Dally]",
+            "authors: []",
+            "han2015",
+            "authors",
+            "authors:",
+            "at least one author",
+        ),
         ("  doi: null\n", "  doi: null\n  pages: 1135-1143\n", "han2015", "pages", "pages:", "unknown field"),
         ("    cite: 206", "    cite: many", "han2015", "survey.cite", "cite: many", "non-negative integer"),
-        ("    class: Pruning", "    class: Pruners", "han2015", "survey.class", "class: Pruners", "not one of"),
-        ("          direction: higher", "          direction: above", "han2015",
-         "claims[lenet-300-100].checks[0].direction", "direction: above", "'above' is not one of"),
-        ("          tolerance: {rel: 0.25}", "          tolerance: {}", "han2015",
-         "claims[lenet-300-100].checks[0].tolerance", "tolerance: {}", "exactly one of abs or rel"),
-        ("          tolerance: {rel: 0.25}", "          tolerance: {rel: 0.25, abs: 1}", "han2015",
-         "claims[lenet-300-100].checks[0].tolerance", "tolerance:", "both abs and rel"),
-        ("          tolerance: {rel: 0.25}\n", "", "han2015", "claims[lenet-300-100].checks[0].tolerance",
-         "- quantity: param_compression", "required field is missing"),
-        ("      confidence: high", "      confidence: recalled", "han2015", "claims[lenet-300-100].confidence",
-         "confidence: recalled", "not one of: high, checked"),
-        ("      baseline: 1.64", "      baseline: 1.64%", "han2015", "claims[lenet-300-100].baseline",
-         "baseline:", "expected a number"),
-        ("    - id: lenet-300-100", "    - id: LeNet_300", "han2015", "claims[LeNet_300].id", "id: LeNet_300",
-         "is not a claim id"),
+        (
+            "    class: Pruning",
+            "    class: Pruners",
+            "han2015",
+            "survey.class",
+            "class: Pruners",
+            "not one of",
+        ),
+        (
+            "          direction: higher",
+            "          direction: above",
+            "han2015",
+            "claims[lenet-300-100].checks[0].direction",
+            "direction: above",
+            "'above' is not one of",
+        ),
+        (
+            "          tolerance: {rel: 0.25}",
+            "          tolerance: {}",
+            "han2015",
+            "claims[lenet-300-100].checks[0].tolerance",
+            "tolerance: {}",
+            "exactly one of abs or rel",
+        ),
+        (
+            "          tolerance: {rel: 0.25}",
+            "          tolerance: {rel: 0.25, abs: 1}",
+            "han2015",
+            "claims[lenet-300-100].checks[0].tolerance",
+            "tolerance:",
+            "both abs and rel",
+        ),
+        (
+            "          tolerance: {rel: 0.25}\n",
+            "",
+            "han2015",
+            "claims[lenet-300-100].checks[0].tolerance",
+            "- quantity: param_compression",
+            "required field is missing",
+        ),
+        (
+            "      confidence: high",
+            "      confidence: guessed",
+            "han2015",
+            "claims[lenet-300-100].confidence",
+            "confidence: guessed",
+            "'guessed' is not one of: high, checked, recalled",
+        ),
+        (
+            "      confidence: high",
+            "      confidence: recalled",
+            "han2015",
+            "claims[lenet-300-100].checks",
+            "      checks:",
+            "a recalled number (not read in a source) cannot be a reproduction target",
+        ),
+        (
+            "      baseline: 1.64",
+            "      baseline: 1.64%",
+            "han2015",
+            "claims[lenet-300-100].baseline",
+            "baseline:",
+            "expected a number",
+        ),
+        (
+            "    - id: lenet-300-100",
+            "    - id: LeNet_300",
+            "han2015",
+            "claims[LeNet_300].id",
+            "id: LeNet_300",
+            "is not a claim id",
+        ),
     ],
 )
 def test_bad_field_is_named_with_key_field_and_line(
@@ -147,7 +260,9 @@ def test_bad_field_is_named_with_key_field_and_line(
 
 
 def test_duplicate_key_names_both_lines() -> None:
-    text = GOOD.replace("key: hinton2015", "key: han2015").replace("year: 2015\n  venue: {", "year: 2015\n  venue: {")
+    text = GOOD.replace("key: hinton2015", "key: han2015").replace(
+        "year: 2015\n  venue: {", "year: 2015\n  venue: {"
+    )
     text = text.replace('"Distilling the Knowledge in a Neural Network"', '"Another Paper"')
     message = problem(text)
     second = line_of(text, "key: han2015", 2)
@@ -159,13 +274,18 @@ def test_duplicate_claim_id() -> None:
     text = GOOD.replace(claim, claim + claim)
     message = problem(text)
     line = line_of(text, "- id: lenet-300-100", 2)
-    assert f"papers.yaml:{line}: paper 'han2015', field 'claims[lenet-300-100].id': duplicate claim id" in message
+    assert (
+        f"papers.yaml:{line}: paper 'han2015', field 'claims[lenet-300-100].id': duplicate claim id"
+        in message
+    )
 
 
 def test_duplicate_mapping_field() -> None:
     text = GOOD.replace("  doi: null\n", "  doi: null\n  doi: null\n", 1)
     message = problem(text)
-    assert f"papers.yaml:{line_of(text, 'doi: null', 2)}: paper 'han2015', field 'doi': given twice" in message
+    assert (
+        f"papers.yaml:{line_of(text, 'doi: null', 2)}: paper 'han2015', field 'doi': given twice" in message
+    )
 
 
 def test_duplicate_survey_ref_and_title() -> None:
@@ -231,7 +351,13 @@ def test_cli_turns_catalogue_error_into_exit_2(
     bad = tmp_path / "papers.yaml"
     bad.write_text(GOOD.replace('"1506.02626"', '"1506.2626"'))
     monkeypatch.setenv("ATLAS_PAPERS", str(bad))
-    for argv in (["validate"], ["validate", "--file", str(bad)], ["list"], ["show", "han2015"], ["cite", "--all"]):
+    for argv in (
+        ["validate"],
+        ["validate", "--file", str(bad)],
+        ["list"],
+        ["show", "han2015"],
+        ["cite", "--all"],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ")
@@ -255,7 +381,9 @@ def test_unknown_key_suggests_close_keys() -> None:
 def test_paper_claim_lookup() -> None:
     paper = load_catalogue(SMALL).get("han2015")
     assert paper.claim("lenet-300-100").model == "LeNet-300-100"
-    with pytest.raises(CatalogueError, match=r"paper 'han2015' has no claim 'alexnet' \(its claims: lenet-300-100\)"):
+    with pytest.raises(
+        CatalogueError, match=r"paper 'han2015' has no claim 'alexnet' \(its claims: lenet-300-100\)"
+    ):
         paper.claim("alexnet")
 
 

@@ -55,6 +55,23 @@ def _shorten(text: str, width: int = TITLE_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
+def format_table(frame: pd.DataFrame) -> str:
+    """A plain-text table: text columns left-aligned, numbers right-aligned, one space between."""
+    cells = frame.astype(str)
+    widths = {c: max(len(c), *(len(v) for v in cells[c])) for c in frame.columns}
+    numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
+
+    def line(values: dict[str, str]) -> str:
+        parts = [
+            values[c].rjust(widths[c]) if c in numeric else values[c].ljust(widths[c]) for c in frame.columns
+        ]
+        return " ".join(parts).rstrip()
+
+    rows = [line({c: c for c in frame.columns})]
+    rows += [line(record) for record in cells.to_dict(orient="records")]
+    return "\n".join(rows)
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the (filtered) catalogue."""
     catalogue = load_catalogue()
@@ -91,11 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print("no papers match", file=sys.stderr)
         return 0
     frame["title"] = frame["title"].map(_shorten)
-    formatters = {}
-    for column in ("key", "venue", "categories", "title", "reproduction"):
-        width = max(len(column), *(len(str(v)) for v in frame[column]))
-        formatters[column] = lambda v, w=width: str(v).ljust(w)
-    text = frame.to_string(index=False, justify="left", formatters=formatters)
+    text = format_table(frame)
     print(text)
     print(f"\n{len(frame)} of {len(catalogue)} papers")
     return 0

@@ -9,11 +9,7 @@ from pathlib import Path
 
 from atlas.catalogue import load_catalogue
 from atlas.errors import AtlasError
-from atlas.harness import registry
-from atlas.harness.runner import Request, reproduce
-from atlas.report import outcome_rows, render_rows
-from atlas.results import Record
-from atlas.verdict import NOT_REPRODUCED
+from atlas.results import PROFILE_NAMES, Record
 
 NAME = "reproduce"
 HELP = "run a paper's reproduction and compare it with the paper's reported claims"
@@ -30,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         default="quick",
-        choices=registry.PROFILE_NAMES,
+        choices=PROFILE_NAMES,
         help="smoke (seconds), quick (default: minutes on 2 CPU cores), paper (the paper's setting; GPU)",
     )
     seeds = p.add_mutually_exclusive_group()
@@ -51,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _keys(args: argparse.Namespace) -> list[str]:
+    from atlas.harness import registry
+
     catalogue = load_catalogue()
     available = registry.discover()
     if args.all:
@@ -66,6 +64,11 @@ def _keys(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch is imported here, not at start-up, so that `atlas list` and `--help` stay fast.
+    from atlas.harness.runner import Request, reproduce
+    from atlas.report import outcome_rows, render_rows
+    from atlas.verdict import NOT_REPRODUCED
+
     if args.device.startswith("cuda"):
         import torch
 

@@ -286,7 +286,7 @@ def download(spec: DatasetSpec, target: Path, *, base_url: str | None = None, ti
 
 
 def _to_split(x: np.ndarray, y: np.ndarray) -> Split:
-    xt = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+    xt = torch.from_numpy(np.array(x, dtype=np.uint8, copy=True)).float().div_(255.0)
     return Split(xt, torch.from_numpy(np.asarray(y, dtype=np.int64)))
 
 

@@ -15,11 +15,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from atlas.errors import ReproductionError
+from atlas.results import PROFILE_NAMES
 
 if TYPE_CHECKING:
     from atlas.harness.run import Run
 
-PROFILE_NAMES = ("smoke", "quick", "paper")
 PACKAGE = "reproductions"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,20 +99,34 @@ class Run:
                  "limits": [self.config.get("train_limit"), self.config.get("test_limit")],
                  "torch": torch.__version__}
         path = self.cache_dir / "models" / f"{name}-{stable_hash(ident)[:16]}.pt"
+        # The model's own random stream depends on the seed and its name alone, so the same weights
+        # come out whichever paper trains it first; the stream after it is the same whether the
+        # model was trained or loaded from the cache.
+        self.reseed(f"build:{name}")
         model = build().to(self.device)
+        loaded = False
         if path.exists():
             try:
                 model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
-                model.eval()
-                return model
+                loaded = True
             except (RuntimeError, OSError, EOFError):
                 path.unlink(missing_ok=True)  # a damaged cache entry: train again
-        fit(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{id(model)}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        if not loaded:
+            fit(model)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(model.state_dict(), tmp)
+            tmp.replace(path)
+        model.eval()
+        self.reseed(f"after:{name}")
         return model
+
+    def reseed(self, stage: str) -> None:
+        """Restart the random streams (torch's global one and the data-order generator) from a seed
+        derived from the run's seed and ``stage``."""
+        derived = int(stable_hash([self.seed, stage])[:15], 16)
+        torch.manual_seed(derived)
+        self.generator.manual_seed(derived)
 
     # ------------------------------------------------------------------------------- reporting
     def record(self, claim: str, *, model: str, metrics: dict[str, float], dataset: str | None = None,

@@ -1,0 +1,163 @@
+"""What the site is made of, gathered once per build: the catalogue, the published run records and
+the reproductions (found by reading ``reproductions/*.py``, not importing them, so a build needs no
+torch and is not slowed down by it), with the lineage in both directions.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import atlas
+from atlas.catalogue import Catalogue, Claim, Paper, load_catalogue
+from atlas.results import Outcome, Record, published
+
+__all__ = ["ReproductionInfo", "SiteData", "collect", "imported_reproductions", "primary_claim"]
+
+PACKAGE = "reproductions"
+
+
+def imported_reproductions(path: Path) -> list[str]:
+    """Names of ``reproductions.X`` modules that ``path`` imports, in order of appearance.
+
+    The same rule as :func:`atlas.harness.registry.imported_reproductions` (which gives
+    ``Reproduction.builds_on``; a test checks they agree), repeated here because importing
+    ``atlas.harness`` imports torch, which would double the site's build time."""
+    if not path.exists():
+        return []
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:
+                names = [a.name for a in node.names]
+            elif node.module.startswith(PACKAGE + "."):
+                names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + ".")]
+        for name in names:
+            if name not in found and not name.startswith("_"):
+                found.append(name)
+    return found
+
+
+@dataclass
+class ReproductionInfo:
+    """A reproduction file as the site shows it."""
+
+    key: str
+    path: Path
+    doc: str
+    source: str
+    profiles: list[str]
+    builds_on: list[str]
+    built_upon_by: list[str] = field(default_factory=list)
+
+    @property
+    def relpath(self) -> str:
+        try:
+            return self.path.relative_to(atlas.ROOT).as_posix()
+        except ValueError:
+            return f"{PACKAGE}/{self.path.name}"
+
+
+@dataclass
+class SiteData:
+    catalogue: Catalogue
+    records: dict[str, Record]
+    reproductions: dict[str, ReproductionInfo]
+
+    def record(self, key: str) -> Record | None:
+        return self.records.get(key)
+
+    def outcome(self, key: str, claim: Claim) -> Outcome | None:
+        record = self.records.get(key)
+        return record.outcome(claim.id) if record else None
+
+
+def _profiles(tree: ast.Module) -> list[str]:
+    """Profile names of the module-level ``PROFILES = {...}`` literal, if there is one."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if "PROFILES" in names:
+                return [k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return []
+
+
+def _registered_key(tree: ast.Module) -> str | None:
+    """The key of ``@reproduction("key", ...)`` in the module, if any."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for deco in node.decorator_list:
+                if (
+                    isinstance(deco, ast.Call)
+                    and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "reproduction"
+                    and deco.args
+                    and isinstance(deco.args[0], ast.Constant)
+                ):
+                    return str(deco.args[0].value)
+    return None
+
+
+def scan_reproductions(directory: Path | None = None) -> dict[str, ReproductionInfo]:
+    """Every ``reproductions/<key>.py`` that registers a reproduction, with its docstring, source,
+    profile names and the reproductions it imports (``registry.imported_reproductions``, the same
+    rule as ``Reproduction.builds_on``). A file that does not parse is skipped."""
+    directory = directory or atlas.ROOT / PACKAGE
+    found: dict[str, ReproductionInfo] = {}
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source, filename=str(path))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        key = _registered_key(tree)
+        if key is None:
+            continue
+        found[key] = ReproductionInfo(
+            key=key,
+            path=path,
+            doc=(ast.get_docstring(tree) or "").strip(),
+            source=source,
+            profiles=_profiles(tree),
+            builds_on=[k for k in imported_reproductions(path) if k != key],
+        )
+    for info in found.values():
+        for parent in info.builds_on:
+            if parent in found and info.key not in found[parent].built_upon_by:
+                found[parent].built_upon_by.append(info.key)
+    return found
+
+
+def collect(results_root: Path | None = None) -> SiteData:
+    """The catalogue, the published records and the reproductions. Smoke-profile records are shown
+    only when ``ATLAS_SITE_SMOKE=1`` (they prove the code runs, not the claim)."""
+    include_smoke = os.environ.get("ATLAS_SITE_SMOKE", "") not in ("", "0")
+    catalogue = load_catalogue()
+    records = {k: r for k, r in published(results_root, include_smoke=include_smoke).items() if k in catalogue}
+    return SiteData(catalogue, records, scan_reproductions())
+
+
+def primary_claim(paper: Paper, data: SiteData) -> Claim | None:
+    """The claim a one-line summary shows: the first one with a reproduced outcome, else the first
+    with checks, else the first with numbers, else the first."""
+    if not paper.claims:
+        return None
+    record = data.record(paper.key)
+    if record is not None:
+        for claim in paper.claims:
+            if record.outcome(claim.id) is not None:
+                return claim
+    for claim in paper.claims:
+        if claim.checks:
+            return claim
+    for claim in paper.claims:
+        if claim.compressed is not None or claim.ratio is not None or claim.speedup is not None:
+            return claim
+    return paper.claims[0]

@@ -1,0 +1,144 @@
+"""Do Deep Nets Really Need to be Deep? (Ba & Caruana, NIPS 2014; arXiv:1312.6184).
+
+Method (Sec. 2): a *shallow* net, one wide hidden layer, is trained to *mimic* a deep teacher. The
+targets are the teacher's **logits** ``z`` (the inputs of its softmax), not its probabilities, and
+the student regresses them with an L2 loss (Sec. 2.2),
+
+    L(W, beta) = 1/(2N) * sum_t || g(x_t; W, beta) - z_t ||_2^2,
+
+where ``g`` is the student's logit vector. Regressing logits keeps the information the softmax
+squashes away (the relative scores of the wrong classes, which the teacher's probabilities put
+near zero). To speed learning, the first weight matrix of the wide layer is factorised through a
+*linear bottleneck* of ``k`` units, ``W = U V`` (Sec. 2.3): input -> k linear units -> H non-linear
+units -> outputs, which has fewer parameters and converges faster than the full matrix.
+
+Claim (Table 1, TIMIT): a shallow net with 8k hidden units trained on the labels reaches 23.1% phone
+error rate; the same-size shallow net trained to mimic the logits of a deep convolutional ensemble
+reaches 21.6%, 1.5 points better (and as good as a deep 3-hidden-layer DNN of the same size, 21.9%).
+The relative quantity checked here is ``distillation_gain_pp``: the mimic net's accuracy minus that
+of the same shallow net trained on the hard labels, same data and schedule.
+
+Harness differs: the teacher is the harness's shared deep MLP (784-1200-1200-10 with dropout,
+:func:`reproductions.hinton2015.train_teacher`), not a CNN ensemble; Fashion-MNIST images instead of
+TIMIT frames; the transfer set is the labelled training set itself (the paper's TIMIT mimic also
+used the training data, its CIFAR-10 mimic added unlabelled images); a few epochs; the shallow
+student is ReLU with a 256-unit linear bottleneck and 2,048 hidden units (quick profile). Phone
+error rate and accuracy are both "100 minus the error", so the gain in points compares directly.
+
+Metrics recorded besides the harness's standard ones: ``mimic_l2`` (the final mean L2 distance
+between the mimic's and the teacher's test logits), ``params_student`` and ``params_teacher``.
+
+Exported for later papers: :func:`mimic_loss` (the L2 regression of logits) and
+:class:`ShallowNet`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from atlas.harness import Run, measure, reproduction
+from reproductions.hinton2015 import PROFILES as HINTON_PROFILES
+from reproductions.hinton2015 import teacher_logits, train_teacher
+
+
+def _shared_teacher(profile: str) -> dict:
+    """The settings that determine the shared teacher (so that its cached weights are reused)."""
+    return {k: HINTON_PROFILES[profile][k] for k in ("dataset", "batch_size", "lr", "optimizer", "teacher")}
+
+
+PROFILES = {
+    "smoke": {
+        **_shared_teacher("smoke"), "seeds": 1,
+        "shallow": {"hidden": 256, "bottleneck": 32},
+        "student": {"epochs": 4, "lr": 0.01},
+    },
+    "quick": {
+        **_shared_teacher("quick"), "seeds": 3,
+        "shallow": {"hidden": 2048, "bottleneck": 256},
+        "student": {"epochs": 6, "lr": 0.01},
+    },
+    "paper": {
+        # Sec. 3.1 (TIMIT): SNN-8k has 8,000 hidden units and a 250-unit linear bottleneck; here on MNIST
+        # with the harness's deep MLP teacher.
+        **_shared_teacher("paper"), "seeds": 3,
+        "shallow": {"hidden": 8000, "bottleneck": 250},
+        "student": {"epochs": 60, "lr": 0.01},
+    },
+}
+
+
+class ShallowNet(nn.Sequential):
+    """One hidden layer of ``hidden`` ReLU units; with ``bottleneck`` = k, the input-to-hidden weight
+    matrix is factorised through k linear units (no bias, no non-linearity) as in Sec. 2.3."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int,
+                 bottleneck: int | None = None) -> None:
+        width = int(torch.tensor(input_shape).prod())
+        layers: list[nn.Module] = [nn.Flatten()]
+        if bottleneck:
+            layers.append(nn.Linear(width, bottleneck, bias=False))  # V: the linear bottleneck
+            width = bottleneck
+        layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]  # U, then the output
+        super().__init__(*layers)
+
+
+def mimic_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The mimic objective of Sec. 2.2: ``1/2 * ||g(x) - z||²`` summed over the logits, averaged over
+    the batch (L2 regression on the teacher's logits, no softmax, no temperature)."""
+    return 0.5 * (student_logits - teacher_logits).pow(2).sum(dim=1).mean()
+
+
+def shallow_net(run: Run) -> nn.Module:
+    """The profile's shallow student, built fresh."""
+    data = run.dataset()
+    return ShallowNet(data.input_shape, data.num_classes, **run.config["shallow"]).to(run.device)
+
+
+def train_on_labels(run: Run) -> nn.Module:
+    """The same shallow net trained on the hard labels (cross-entropy): the paper's SNN baseline."""
+    return run.train(shallow_net(run), run.dataset().train, run.train_config("student"), desc="shallow (labels)")
+
+
+def train_mimic(run: Run, logits: torch.Tensor) -> nn.Module:
+    """The shallow mimic net: L2 regression on the teacher's logits over the transfer set."""
+    logits = logits.to(run.device)
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return mimic_loss(model(x), logits[idx])
+
+    return run.train(shallow_net(run), run.dataset().train, run.train_config("student"), desc="shallow (mimic)",
+                     loss_fn=loss)
+
+
+@reproduction("ba2014", profiles=PROFILES)
+def reproduce(run: Run) -> None:
+    data = run.dataset()
+    teacher = train_teacher(run)
+    labels_net = train_on_labels(run)
+    mimic_net = train_mimic(run, teacher_logits(run, teacher))
+    acc_teacher = run.accuracy(teacher, data.test)
+    acc_labels = run.accuracy(labels_net, data.test)
+    acc_mimic = run.accuracy(mimic_net, data.test)
+    with torch.no_grad():
+        l2 = mimic_loss(run.predict(mimic_net, data.test), run.predict(teacher, data.test)).item()
+    shallow = run.config["shallow"]
+    run.record(
+        "timit-mimic",
+        model=f"deep MLP 1200-1200 teacher -> shallow {shallow['hidden']} ReLU "
+              f"(linear bottleneck {shallow.get('bottleneck')})",
+        metrics={
+            "teacher_accuracy": acc_teacher,
+            "student_accuracy": acc_labels,
+            "accuracy": acc_mimic,
+            "distillation_gain_pp": acc_mimic - acc_labels,
+            "mimic_l2": l2,
+            "params_student": measure.count_params(mimic_net),
+            "params_teacher": measure.count_params(teacher),
+        },
+        differs=f"image classification analogue (teacher: deep MLP, not a CNN ensemble; student: one hidden "
+                f"layer of {shallow['hidden']} ReLU units, bottleneck {shallow.get('bottleneck')}); "
+                f"{run.config['student']['epochs']} student epochs; transfer set = labelled training set",
+    )

@@ -1,0 +1,270 @@
+"""DarkRank: Accelerating Deep Metric Learning via Cross Sample Similarities Transfer
+(Chen, Wang & Zhang, AAAI 2018; arXiv:1707.01220).
+
+Method (Sec. 3): a deep metric-learning *teacher* knows more than each sample's identity: it knows
+how similar samples are *to each other*. DarkRank transfers this cross-sample knowledge to a small
+*student* embedding net through the ranking of the samples of a mini-batch. For a query ``q`` and
+the other samples ``x_1..x_n`` of the batch, each embedding network scores the candidates by
+
+    S(x_q, x_i) = -alpha * ||f(x_q) - f(x_i)||_2 ** beta
+
+and a list of candidates gets the Plackett-Luce (ListMLE) probability of a permutation ``pi``,
+``P(pi | X) = prod_k exp(S(x_pi_k)) / sum_{m >= k} exp(S(x_pi_m))``. Two transfer losses:
+
+* *hard rank*: the student maximises the likelihood of the teacher's ranking,
+  ``L_hard = -log P_student(pi_teacher | X)`` (ListMLE; every other sample of the batch in the list;
+  divided here by the list length so that its scale does not grow with the batch);
+* *soft transfer*: the student matches the teacher's whole distribution over permutations,
+  ``L_soft = KL(P_teacher || P_student)``, enumerated over every permutation of a short list
+  (here ``list_length`` = 4 candidates per query, 24 permutations, as in the authors' released loss).
+
+Both are added (weight ``transfer_weight``) to the usual metric-learning losses of the student, the
+same ones the teacher and the plain student are trained with. The teacher is fixed.
+
+Claim (abstract, Tables 1-2: Market-1501, CUHK03, CUB-200): DarkRank "can improve over the baseline
+method by a large margin" -- a NIN-BN student with DarkRank beats the same student trained with the
+metric-learning losses alone (rank-1 / mAP), and combines with other transfer methods (KD).
+
+Harness analogue (metric learning is not the harness's image classification): retrieval on
+Fashion-MNIST with the ten classes as identities. Teacher and student are MLP embedding nets (teacher
+784-256-256-64, student 784-64-32); the metric-learning loss is a softmax identity classifier on the
+embedding plus a batch-hard triplet loss (the paper's baseline combines a classification loss with
+verification / triplet losses). Embeddings are L2-normalised before the transfer loss so that
+``alpha = beta = 3`` (the released code's defaults) give scores of a sensible scale. Evaluation: each
+of the test embeddings queries all the others by Euclidean distance; ``recall_at_1`` is the
+percentage whose nearest neighbour has the same class, ``map`` the mean average precision (%).
+
+Metrics recorded: ``teacher_recall_at_1``, ``student_recall_at_1`` (student without transfer),
+``recall_at_1`` (DarkRank student, the ``variant`` of the profile: soft transfer), the same for the
+other variant (``recall_at_1_hard`` / ``recall_at_1_soft``), ``map`` likewise,
+``distillation_gain_pp`` (DarkRank student R@1 minus plain student R@1, percentage points),
+``distillation_gain_pp_hard`` / ``_soft`` and ``map_gain_pp``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlas.harness import Run, measure, reproduction
+from atlas.harness.data import Split
+from atlas.harness.models import MLP
+
+PROFILES = {
+    "smoke": {
+        "dataset": "digits", "seeds": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd",
+        "teacher": {"epochs": 3, "hidden": [128, 128], "embed": 32},
+        "student": {"epochs": 3, "hidden": [32], "embed": 16},
+        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4, "transfer_weight": 1.0,
+        "variant": "soft",
+    },
+    "quick": {
+        "dataset": "fashion-mnist", "seeds": 3, "train_limit": 10000, "test_limit": 5000,
+        "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
+        "teacher": {"epochs": 8, "hidden": [256, 256], "embed": 64},
+        "student": {"epochs": 6, "hidden": [64], "embed": 32},
+        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4, "transfer_weight": 1.0,
+        "variant": "soft",
+    },
+    "paper": {
+        # Market-1501 (not in the harness): Inception-BN teacher -> NIN-BN student. Closest harness
+        # setting: the full Fashion-MNIST set, wider nets and longer schedules.
+        "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
+        "teacher": {"epochs": 40, "hidden": [1200, 1200], "embed": 128},
+        "student": {"epochs": 40, "hidden": [256], "embed": 64},
+        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4, "transfer_weight": 1.0,
+        "variant": "soft",
+    },
+}
+
+
+class EmbeddingNet(nn.Module):
+    """An MLP embedding ``f(x)`` with a linear identity classifier on top for the softmax loss."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int], embed: int) -> None:
+        super().__init__()
+        self.body = MLP(input_shape, embed, hidden)
+        self.classifier = nn.Linear(embed, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+# ------------------------------------------------------------------------- metric-learning losses
+def batch_hard_triplet(emb: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Triplet loss with the hardest positive and hardest negative of each anchor in the batch,
+    on L2-normalised embeddings."""
+    e = F.normalize(emb, dim=1)
+    dist = torch.cdist(e, e)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
+    hardest_pos = dist.masked_fill(~same | eye, float("-inf")).amax(1)
+    hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
+    valid = torch.isfinite(hardest_pos) & torch.isfinite(hardest_neg)
+    if not valid.any():
+        return emb.sum() * 0.0
+    return F.relu(hardest_pos[valid] - hardest_neg[valid] + margin).mean()
+
+
+def metric_loss(model: EmbeddingNet, x: torch.Tensor, y: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The baseline metric-learning objective (identity softmax + triplet); returns it and the embedding."""
+    emb = model(x)
+    return F.cross_entropy(model.classifier(emb), y) + batch_hard_triplet(emb, y, margin), emb
+
+
+# ------------------------------------------------------------------------------ DarkRank losses
+def similarity_scores(emb: torch.Tensor, alpha: float, beta: float, cand: torch.Tensor | None = None) -> torch.Tensor:
+    """``S(x_q, x_i) = -alpha * ||f(x_q) - f(x_i)||^beta`` on L2-normalised embeddings: entry
+    ``[q, i]`` for every pair of the batch, or ``[q, k]`` for candidate ``cand[q, k]`` if given."""
+    e = F.normalize(emb, dim=1)
+    cos = e @ e.T if cand is None else (e[:, None, :] * e[cand]).sum(-1)
+    sq = 2.0 - 2.0 * cos  # ||a - b||² for unit vectors
+    return -alpha * sq.clamp_min(1e-12).pow(beta / 2)
+
+
+def _others(n: int, device: torch.device | str) -> torch.Tensor:
+    """For each query q, the indices of the other n-1 samples of the batch (row q)."""
+    idx = torch.arange(n, device=device)
+    return idx[None, :].expand(n, n)[~torch.eye(n, dtype=torch.bool, device=device)].view(n, n - 1)
+
+
+def hard_rank_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """ListMLE: ``-log P_student(pi_teacher)``, each query ranking every other sample of the batch."""
+    n = len(student_emb)
+    others = _others(n, student_emb.device)
+    s_student = similarity_scores(student_emb, alpha, beta).gather(1, others)
+    with torch.no_grad():
+        s_teacher = similarity_scores(teacher_emb, alpha, beta).gather(1, others)
+        order = s_teacher.argsort(dim=1, descending=True)  # the teacher's ranking, most similar first
+    s = s_student.gather(1, order)
+    tail_lse = torch.logcumsumexp(s.flip(1), dim=1).flip(1)  # log sum_{m >= k} exp(s_m)
+    return (tail_lse - s).mean()  # averaged over the list positions as well as the queries
+
+
+def permutation_log_probs(scores: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    """Plackett-Luce log-probability of every permutation: ``scores`` (Q, L), ``perms`` (P, L) ->
+    (Q, P)."""
+    s = scores[:, perms]  # (Q, P, L)
+    tail_lse = torch.logcumsumexp(s.flip(-1), dim=-1).flip(-1)
+    return (s - tail_lse).sum(-1)
+
+
+def soft_transfer_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, alpha: float, beta: float,
+                       list_length: int) -> torch.Tensor:
+    """``KL(P_teacher || P_student)`` over all permutations of a list of ``list_length`` candidates
+    per query (the next ``list_length`` samples of the shuffled batch, cyclically)."""
+    n = len(student_emb)
+    length = min(list_length, n - 1)
+    idx = torch.arange(n, device=student_emb.device)
+    cand = (idx[:, None] + torch.arange(1, length + 1, device=student_emb.device)[None, :]) % n
+    perms = torch.tensor(list(itertools.permutations(range(length))), device=student_emb.device)
+    logp_student = permutation_log_probs(similarity_scores(student_emb, alpha, beta, cand), perms)
+    with torch.no_grad():
+        logp_teacher = permutation_log_probs(similarity_scores(teacher_emb, alpha, beta, cand), perms)
+    return (logp_teacher.exp() * (logp_teacher - logp_student)).sum(1).mean()
+
+
+# ------------------------------------------------------------------------------------ training
+def embedding_net(run: Run, section: str) -> EmbeddingNet:
+    data = run.dataset()
+    sec = run.config[section]
+    return EmbeddingNet(data.input_shape, data.num_classes, list(sec["hidden"]), sec["embed"]).to(run.device)
+
+
+def train_metric(run: Run, section: str, desc: str, transfer=None, model: EmbeddingNet | None = None) -> EmbeddingNet:
+    """Train an embedding net (``model``, or a fresh one of ``section``) with the metric-learning
+    losses, plus ``transfer(emb, idx)`` if given."""
+    margin = run.config["margin"]
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        base, emb = metric_loss(model, x, y, margin)
+        return base if transfer is None else base + transfer(emb, idx)
+
+    model = model if model is not None else embedding_net(run, section)
+    return run.train(model, run.dataset().train, run.train_config(section), desc=desc, loss_fn=loss)
+
+
+def train_teacher(run: Run) -> EmbeddingNet:
+    """The big embedding net, trained once per profile and seed (cached)."""
+    cfg = run.train_config("teacher")
+    spec = {"train": vars(cfg), "net": run.config["teacher"], "margin": run.config["margin"]}
+    return run.cached_model("darkrank-teacher", spec, build=lambda: embedding_net(run, "teacher"),
+                            fit=lambda m: train_metric(run, "teacher", "teacher", model=m))
+
+
+def train_darkrank(run: Run, teacher_emb: torch.Tensor, variant: str) -> EmbeddingNet:
+    """The student with the DarkRank transfer loss (``hard`` or ``soft``) added to its own losses."""
+    a, b, w, length = (run.config[k] for k in ("alpha", "beta", "transfer_weight", "list_length"))
+    teacher_emb = teacher_emb.to(run.device)
+
+    def transfer(emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        t = teacher_emb[idx]
+        if variant == "hard":
+            return w * hard_rank_loss(emb, t, a, b)
+        return w * soft_transfer_loss(emb, t, a, b, length)
+
+    return train_metric(run, "student", f"student (DarkRank {variant})", transfer)
+
+
+# ---------------------------------------------------------------------------------- retrieval
+@torch.no_grad()
+def retrieval(emb: torch.Tensor, labels: torch.Tensor, chunk: int = 500) -> tuple[float, float]:
+    """Leave-one-out retrieval over ``emb``: Recall@1 and mAP (both %), classes as identities."""
+    n = len(emb)
+    hits, ap_sum = 0.0, 0.0
+    for start in range(0, n, chunk):
+        q = torch.arange(start, min(start + chunk, n))
+        d = torch.cdist(emb[q], emb)
+        d[torch.arange(len(q)), q] = float("inf")  # not the query itself
+        order = d.argsort(dim=1)[:, :-1]
+        rel = (labels[order] == labels[q][:, None]).float()
+        hits += rel[:, 0].sum().item()
+        cum = rel.cumsum(1)
+        ranks = torch.arange(1, n, dtype=torch.float32)[None, :]
+        ap = (rel * cum / ranks).sum(1) / rel.sum(1).clamp_min(1)
+        ap_sum += ap.sum().item()
+    return 100.0 * hits / n, 100.0 * ap_sum / n
+
+
+def evaluate(run: Run, model: nn.Module, split: Split) -> tuple[float, float]:
+    return retrieval(run.predict(model, split), split.y)
+
+
+@reproduction("chen2018", profiles=PROFILES)
+def reproduce(run: Run) -> None:
+    data = run.dataset()
+    teacher = train_teacher(run)
+    teacher_train_emb = run.predict(teacher, data.train)
+    plain = train_metric(run, "student", "student (no transfer)")
+    students = {v: train_darkrank(run, teacher_train_emb, v) for v in ("hard", "soft")}
+
+    r1_t, map_t = evaluate(run, teacher, data.test)
+    r1_s, map_s = evaluate(run, plain, data.test)
+    scores = {v: evaluate(run, m, data.test) for v, m in students.items()}
+    main = run.config["variant"]
+    r1, mean_ap = scores[main]
+    run.record(
+        "market1501-darkrank",
+        model=f"MLP embedding teacher {run.config['teacher']['hidden']}->{run.config['teacher']['embed']} -> "
+              f"student {run.config['student']['hidden']}->{run.config['student']['embed']}",
+        metrics={
+            "teacher_recall_at_1": r1_t, "teacher_map": map_t,
+            "student_recall_at_1": r1_s, "student_map": map_s,
+            "recall_at_1": r1, "map": mean_ap,
+            "recall_at_1_hard": scores["hard"][0], "recall_at_1_soft": scores["soft"][0],
+            "map_hard": scores["hard"][1], "map_soft": scores["soft"][1],
+            "distillation_gain_pp": r1 - r1_s,
+            "distillation_gain_pp_hard": scores["hard"][0] - r1_s,
+            "distillation_gain_pp_soft": scores["soft"][0] - r1_s,
+            "map_gain_pp": mean_ap - map_s,
+            "param_compression": measure.count_params(teacher.body) / measure.count_params(plain.body),
+        },
+        differs=f"Fashion-MNIST retrieval (classes as identities, {len(data.test)} test queries, leave-one-out) "
+                f"instead of Market-1501 re-id; MLP embedding nets instead of Inception-BN / NIN-BN; "
+                f"identity softmax + batch-hard triplet as the base loss; {len(data.train)} training images, "
+                f"{run.config['teacher']['epochs']}/{run.config['student']['epochs']} epochs; "
+                f"main variant: {main} transfer",
+    )

@@ -1,0 +1,188 @@
+"""Paying More Attention to Attention (Zagoruyko & Komodakis, ICLR 2017; arXiv:1612.03928).
+
+Method: a student is trained to reproduce the teacher's *attention maps* at several layer groups
+(the outputs of the residual groups, at matching spatial resolutions).
+
+- **Activation-based attention transfer** (Sec. 3.1): the attention map of a group's activation
+  ``A`` (C x H x W) is ``F(A) = sum_c |A_c|^p`` with p = 2, flattened to ``Q`` and L2-normalised;
+  the student minimises ``L = CE + beta/2 * sum_j || Q_S^j/||Q_S^j|| - Q_T^j/||Q_T^j|| ||_p``. As in
+  the authors' code, the per-group term is the mean squared difference of the normalised maps
+  (the channel *mean* of ``A²``, the sum up to a constant the normalisation removes) and
+  ``beta = 1000``: "10^3 divided by the number of elements in the attention map and the batch
+  size", the mean doing the division.
+- **Gradient-based attention transfer** (Sec. 3.2): the attention is the gradient of the loss with
+  respect to the input, ``J = dL/dx``; the student minimises ``CE + beta_g/2 * || J_S - J_T ||_2``,
+  which needs double back-propagation through the student. The teacher's ``J_T`` is computed once
+  per training example (the data are not augmented, so it does not change) and cached.
+- KD (Hinton's loss imported from :mod:`reproductions.hinton2015`, T = 4, alpha = 0.9 as in the
+  authors' code) and AT + KD are trained for comparison, as in the paper's Table 1.
+
+Claim (Table 1, CIFAR-10): a WRN-16-1 student (8.77% error) improves to 8.25% with activation-based
+AT from a WRN-40-1 teacher (KD: 8.39%), a gain of 0.52 points.
+
+Harness differs: Fashion-MNIST subsampled, a few epochs, no augmentation; the teacher is the shared
+conv teacher of :mod:`reproductions.romero2015` (``vgg-small`` at a small width, 2 conv layers per
+stage), the student a thin :class:`~reproductions.romero2015.ConvNet` with one conv layer per stage
+(shallower and thinner, as WRN-16-1 is to WRN-40-1); attention is transferred at the three stage
+outputs (before pooling). ``beta_g`` of the gradient variant is the harness's choice for per-example
+input gradients of unit-scale losses, not the paper's.
+
+Recorded metrics besides the standard ones: ``distillation_gain_pp`` (activation AT minus hard
+labels), ``gradient_at_gain_pp`` (gradient AT minus hard labels), ``kd_gain_pp``, ``at_kd_gain_pp``
+and the corresponding ``*_accuracy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlas.harness import Run, measure, reproduction
+from reproductions.hinton2015 import distillation_loss, teacher_logits
+from reproductions.romero2015 import (
+    CONV_TEACHER,
+    conv_student,
+    forward_stages,
+    train_conv_student,
+    train_conv_teacher,
+)
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+PROFILES = {
+    "smoke": {
+        **CONV_TEACHER["smoke"], "seeds": 1, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
+        "weight_decay": 5e-4, "student_net": {"chans": [4, 8, 16], "per_stage": 1},
+        "student": {"epochs": 1}, "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
+    },
+    "quick": {
+        **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
+        "weight_decay": 5e-4, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
+        "student": {"epochs": 5}, "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
+    },
+    "paper": {
+        # Sec. 4.1: WRN-16-1 from WRN-40-1 on CIFAR-10, 200 epochs; here a 3-conv student of the
+        # full-width VGG-style teacher.
+        **CONV_TEACHER["paper"], "seeds": 3, "lr": 0.1, "batch_size": 128, "optimizer": "sgd",
+        "weight_decay": 5e-4, "student_net": {"chans": [64, 128, 256], "per_stage": 1},
+        "student": {"epochs": 200, "schedule": "step"}, "beta": 1000.0, "beta_grad": 1.0,
+        "temperature": 4.0, "alpha": 0.9,
+    },
+}
+
+
+def attention_map(activation: torch.Tensor) -> torch.Tensor:
+    """``Q = vec(F(A)) / ||vec(F(A))||`` with ``F(A) = mean_c A_c²`` (p = 2), one row per example."""
+    return F.normalize(activation.pow(2).mean(1).flatten(1))
+
+
+def at_loss(student_act: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
+    """One group's attention-transfer term: mean squared difference of the normalised maps."""
+    return (attention_map(student_act) - teacher_map).pow(2).mean()
+
+
+@torch.no_grad()
+def teacher_attention(run: Run, teacher: nn.Module) -> list[torch.Tensor]:
+    """The teacher's normalised attention maps at every stage, for every training example (cached
+    once: the training data are not augmented)."""
+    teacher.eval()
+    x = run.dataset().train.x
+    maps = [[] for _ in forward_stages(teacher, x[:1])[1]]
+    for start in range(0, len(x), 1000):
+        for i, act in enumerate(forward_stages(teacher, x[start:start + 1000].to(run.device))[1]):
+            maps[i].append(attention_map(act))
+    return [torch.cat(m) for m in maps]
+
+
+def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """``J = dL/dx`` per example (the cross-entropy summed over the batch, so each row is the gradient
+    of that example's own loss)."""
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    return torch.autograd.grad(loss, x, create_graph=create_graph)[0]
+
+
+def teacher_input_gradients(run: Run, teacher: nn.Module) -> torch.Tensor:
+    """The teacher's ``J_T`` for every training example (eval mode, computed once)."""
+    teacher.eval()
+    train = run.dataset().train
+    return torch.cat([input_gradients(teacher, train.x[s:s + 500].to(run.device), train.y[s:s + 500].to(run.device))
+                      for s in range(0, len(train), 500)]).detach()
+
+
+def activation_at_loss(run: Run, maps: list[torch.Tensor], teacher_out: torch.Tensor | None = None) -> LossFn:
+    """``CE + beta/2 * sum_j at_loss_j``; with ``teacher_out``, Hinton's KD loss instead of CE (AT+KD)."""
+    beta, temperature, alpha = run.config["beta"], run.config["temperature"], run.config["alpha"]
+    maps = [m.to(run.device) for m in maps]
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        logits, stages = forward_stages(model, x)
+        base = (F.cross_entropy(logits, y) if teacher_out is None
+                else distillation_loss(logits, teacher_out[idx].to(run.device), y, temperature, alpha))
+        return base + beta / 2 * sum(at_loss(a, m[idx]) for a, m in zip(stages, maps, strict=True))
+
+    return loss
+
+
+def gradient_at_loss(run: Run, grads_t: torch.Tensor) -> LossFn:
+    """``CE + beta_g/2 * ||J_S - J_T||_2`` (mean over the batch), by double back-propagation."""
+    beta = run.config["beta_grad"]
+    grads_t = grads_t.to(run.device)
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        j_s = input_gradients(model, x, y, create_graph=True)
+        gap = (j_s - grads_t[idx]).flatten(1).norm(dim=1).mean()
+        return F.cross_entropy(model(x), y) + beta / 2 * gap
+
+    return loss
+
+
+def kd_loss(run: Run, teacher_out: torch.Tensor) -> LossFn:
+    """Hinton's KD at the profile's temperature and soft weight."""
+    temperature, alpha = run.config["temperature"], run.config["alpha"]
+    teacher_out = teacher_out.to(run.device)
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return distillation_loss(model(x), teacher_out[idx], y, temperature, alpha)
+
+    return loss
+
+
+@reproduction("zagoruyko2017", profiles=PROFILES)
+def reproduce(run: Run) -> None:
+    data = run.dataset()
+    net = run.config["student_net"]
+    teacher = train_conv_teacher(run)
+    logits = teacher_logits(run, teacher)
+    maps = teacher_attention(run, teacher)
+
+    def student(desc: str, loss_fn: LossFn | None = None) -> nn.Module:
+        return train_conv_student(run, conv_student(run, net["chans"], net["per_stage"]), desc, loss_fn=loss_fn)
+
+    hard = student("student (hard labels)")
+    at = student("student (activation AT)", activation_at_loss(run, maps))
+    kd = student("student (KD)", kd_loss(run, logits))
+    at_kd = student("student (AT + KD)", activation_at_loss(run, maps, logits))
+    grad_at = student("student (gradient AT)", gradient_at_loss(run, teacher_input_gradients(run, teacher)))
+
+    acc = {name: run.accuracy(m, data.test) for name, m in
+           {"teacher": teacher, "hard": hard, "at": at, "kd": kd, "at_kd": at_kd, "grad": grad_at}.items()}
+    metrics = {
+        "teacher_accuracy": acc["teacher"], "student_accuracy": acc["hard"], "accuracy": acc["at"],
+        "kd_accuracy": acc["kd"], "at_kd_accuracy": acc["at_kd"], "gradient_at_accuracy": acc["grad"],
+        "distillation_gain_pp": acc["at"] - acc["hard"], "kd_gain_pp": acc["kd"] - acc["hard"],
+        "at_kd_gain_pp": acc["at_kd"] - acc["hard"], "gradient_at_gain_pp": acc["grad"] - acc["hard"],
+        "param_compression": measure.count_params(teacher) / measure.count_params(at),
+    }
+    run.record(
+        "cifar10-at",
+        model=(f"teacher vgg-small x{run.config['conv_teacher']['width']} (6 conv) -> student 3 conv "
+               f"{'-'.join(map(str, net['chans']))}"),
+        metrics=metrics,
+        differs=(f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), "
+                 f"{run.config['student']['epochs']} student epochs, no augmentation; VGG-style conv nets "
+                 "instead of wide ResNets; AT at the 3 stage outputs"),
+    )

@@ -1,0 +1,188 @@
+"""The harness end to end on hinton2015's smoke profile: determinism, record reuse, atomic records,
+provenance, verdicts that can fail, and the command's exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import reproductions.hinton2015 as hinton
+from atlas import results
+from atlas.catalogue import Check, load_catalogue
+from atlas.cli import main
+from atlas.harness import measure, models, registry
+from atlas.harness.runner import Request, reproduce
+from atlas.verdict import NOT_COMPARABLE, NOT_REPRODUCED, PARTLY, REPRODUCED, combine, judge
+
+
+def smoke(tmp_path: Path, **kw) -> tuple[results.Record, bool]:
+    return reproduce(Request("hinton2015", "smoke", results_dir=tmp_path, progress=False, **kw))
+
+
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    first, _ = smoke(tmp_path / "a")
+    second, reused = smoke(tmp_path / "b")
+    assert not reused
+    a, b = first.outcomes[0].metrics, second.outcomes[0].metrics
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name]["values"] == b[name]["values"], name
+
+
+def test_another_seed_other_numbers(tmp_path: Path) -> None:
+    first, _ = smoke(tmp_path / "a")
+    other, _ = smoke(tmp_path / "b", seeds=[7])
+    assert first.outcomes[0].metrics["accuracy"]["values"] != other.outcomes[0].metrics["accuracy"]["values"]
+    assert other.path is not None and other.path.name.startswith("smoke-")  # not the published record
+
+
+def test_record_has_provenance_and_real_values(tmp_path: Path) -> None:
+    record, _ = smoke(tmp_path)
+    prov = record.provenance
+    for field in ("commit", "date", "profile", "seeds", "dataset", "torch", "device", "wall_time_s",
+                  "config_hash", "code_hash", "python"):
+        assert field in prov, field
+    assert prov["dataset"] == "digits" and prov["profile"] == "smoke" and prov["seeds"] == [0]
+    assert prov["wall_time_s"] > 0
+    outcome = record.outcome("mnist-student")
+    assert outcome is not None and outcome.dataset == "digits"
+    assert "MNIST" in outcome.differs  # the harness says where it differs from the paper
+    teacher = outcome.metrics["teacher_accuracy"]["mean"]
+    assert 80.0 < teacher <= 100.0  # a real trained teacher on the digits
+    gain = outcome.metrics["distillation_gain_pp"]["mean"]
+    assert math.isclose(gain, outcome.metrics["accuracy"]["mean"] - outcome.metrics["student_accuracy"]["mean"])
+    # The file on disk is what the record says.
+    on_disk = json.loads(Path(record.path).read_text())
+    assert on_disk["outcomes"][0]["metrics"]["accuracy"]["values"] == outcome.metrics["accuracy"]["values"]
+
+
+def test_unchanged_run_is_reused_and_force_reruns(tmp_path: Path) -> None:
+    first, reused = smoke(tmp_path)
+    assert not reused
+    again, reused = smoke(tmp_path)
+    assert reused and again.provenance["date"] == first.provenance["date"]
+    forced, reused = smoke(tmp_path, force=True)
+    assert not reused
+
+
+def test_changed_code_is_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smoke(tmp_path)
+    monkeypatch.setattr("atlas.harness.runner.code_hash", lambda repro: "changed")
+    _, reused = smoke(tmp_path)
+    assert not reused
+
+
+def test_a_failing_run_leaves_the_earlier_record_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record, _ = smoke(tmp_path)
+    before = Path(record.path).read_bytes()
+
+    def boom(run, teacher_out, *args, **kwargs):
+        raise KeyboardInterrupt  # killed half-way through the run
+
+    monkeypatch.setattr(hinton, "distil", boom)
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path, force=True)
+    assert Path(record.path).read_bytes() == before
+    assert [p.name for p in Path(record.path).parent.iterdir()] == ["smoke.json"]
+
+
+def test_a_write_killed_half_way_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "k" / "quick.json"
+    results.write_atomic(path, '{"old": true}\n')
+
+    def die(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.os, "replace", die)
+    with pytest.raises(OSError):
+        results.write_atomic(path, '{"new": true}\n')
+    assert path.read_text() == '{"old": true}\n'
+    assert [p.name for p in path.parent.iterdir()] == ["quick.json"]
+
+
+def test_a_student_that_ignores_the_teacher_is_not_reproduced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verdict can fail: a 'distilled' student that is just the hard-label student gains nothing."""
+    trained: dict[str, object] = {}
+    real_hard = hinton.train_student_hard
+
+    def hard(run, *args, **kwargs):
+        trained["student"] = real_hard(run, *args, **kwargs)
+        return trained["student"]
+
+    monkeypatch.setattr(hinton, "train_student_hard", hard)
+    monkeypatch.setattr(hinton, "distil", lambda run, teacher_out, *a, **k: trained["student"])
+    record, _ = smoke(tmp_path)
+    outcome = record.outcome("mnist-student")
+    assert outcome.metrics["distillation_gain_pp"]["mean"] == 0.0
+    assert outcome.verdict == NOT_REPRODUCED
+    assert outcome.checks[0]["passed"] is False
+
+
+def test_verdict_rules() -> None:
+    claim = load_catalogue().get("han2015").claim("lenet-300-100")
+    quantities = {c.quantity for c in claim.checks}
+    assert {"param_compression", "accuracy_change_pp"} <= quantities
+    good = {"param_compression": 12.0, "accuracy_change_pp": 0.0}
+    assert judge(claim, good)[0] == REPRODUCED
+    assert judge(claim, {"param_compression": 1.0, "accuracy_change_pp": 0.0})[0] == PARTLY
+    assert judge(claim, {"param_compression": 1.0, "accuracy_change_pp": -5.0})[0] == NOT_REPRODUCED
+    assert judge(claim, {"unrelated": 1.0})[0] == NOT_COMPARABLE
+    assert combine([REPRODUCED, NOT_COMPARABLE]) == REPRODUCED
+    assert combine([REPRODUCED, NOT_REPRODUCED]) == PARTLY
+    assert combine([NOT_COMPARABLE]) == NOT_COMPARABLE
+
+
+def test_check_tolerances() -> None:
+    higher = Check("param_compression", 12.0, "higher", None, 0.25)
+    assert higher.passes(9.0) and not higher.passes(8.99)
+    lower = Check("error", 1.0, "lower", 0.5, None)
+    assert lower.passes(1.5) and not lower.passes(1.51)
+    equal = Check("bits", 2.0, "equal", 0.0, None)
+    assert equal.passes(2.0) and not equal.passes(2.5)
+
+
+def test_measurement_definitions() -> None:
+    model = models.build("lenet-300-100", (1, 28, 28), 10)
+    assert measure.count_params(model) == 266_610  # Han et al. 2015, Table 1: 267K
+    assert measure.flops(model, (1, 28, 28)) == 2 * (784 * 300 + 300 * 100 + 100 * 10)
+    with __import__("torch").no_grad():
+        model[1].weight[:, : 784 // 2].zero_()
+    eff = measure.effective_flops(model, (1, 28, 28))
+    assert eff == 2 * (392 * 300 + 300 * 100 + 100 * 10)
+    parts = measure.fp32_parts(model)
+    assert measure.storage_bits(parts) == 32 * 266_610
+
+
+def test_registry_finds_reproductions_and_their_lineage() -> None:
+    found = registry.discover()
+    assert "hinton2015" in found
+    catalogue = load_catalogue()
+    for key, repro in found.items():
+        assert key in catalogue, f"reproductions/{key}.py has no entry in papers.yaml"
+        assert repro.doc, f"reproductions/{key}.py needs a docstring naming the paper"
+        assert {"smoke", "quick"} <= set(repro.profiles)
+        assert all(b in found for b in repro.builds_on), f"{key} imports a missing reproduction"
+
+
+def test_cli_unknown_key_suggests(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "hintn2015", "--profile", "smoke"]) == 3
+    err = capsys.readouterr().err
+    assert "unknown paper key 'hintn2015'" in err and "hinton2015" in err and "Traceback" not in err
+
+
+def test_cli_paper_without_reproduction(capsys: pytest.CaptureFixture[str]) -> None:
+    catalogue, found = load_catalogue(), registry.discover()
+    missing = next(p.key for p in catalogue if p.key not in found)
+    assert main(["reproduce", missing, "--profile", "smoke"]) == 5
+    assert f"paper '{missing}' has no reproduction yet" in capsys.readouterr().err
+
+
+def test_cli_reproduce_prints_reported_vs_reproduced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["reproduce", "hinton2015", "--profile", "smoke", "--results-dir", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mnist-student" in out and "distillation_gain_pp" in out and "146" in out
+    assert (tmp_path / "hinton2015" / "smoke.json").exists()
