@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -132,3 +133,57 @@ def compression_metrics(baseline: nn.Module, compressed: nn.Module, input_shape:
         "effective_flops": float(eff),
         "flop_reduction": base_flops / max(eff, 1),
     }
+
+
+class SparseLinear(nn.Module):
+    """A Linear layer executed as a sparse product of its non-zero weights: on a CUDA device the
+    atlas's CSR Triton kernel (``atlas_kernels.sparse_matmul``), elsewhere torch's own sparse CSR
+    kernels (which is what a CPU user would run)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach()
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.cuda_path = w.is_cuda
+        if self.cuda_path:
+            from atlas_kernels import to_csr
+
+            self.packed = to_csr(w)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+                self.csr = w.to_sparse_csr()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1) if x.dim() > 2 else x
+        if self.cuda_path:
+            from atlas_kernels import sparse_matmul
+
+            y = sparse_matmul(x, self.packed)
+        else:
+            y = (self.csr @ x.T).T
+        return y if self.bias is None else y + self.bias
+
+
+def sparse_executor(model: nn.Module, max_density: float = 0.5) -> nn.Module:
+    """A copy of ``model`` whose Linear layers with at most ``max_density`` non-zero weights run as
+    :class:`SparseLinear`."""
+    import copy
+
+    clone = copy.deepcopy(model).eval()
+    for name, module in list(clone.named_modules()):
+        if isinstance(module, nn.Linear):
+            density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
+            if density <= max_density:
+                parent = clone.get_submodule(name.rsplit(".", 1)[0]) if "." in name else clone
+                setattr(parent, name.rsplit(".", 1)[-1], SparseLinear(module))
+    return clone
+
+
+def sparse_speedup(model: nn.Module, input_shape: Sequence[int], *, batch: int = 1, repeats: int = 50) -> float:
+    """Measured speed-up of running the pruned ``model`` with sparse kernels over running the same
+    weights densely, at ``batch`` examples (batch 1 is the setting of Deep Compression's and EIE's
+    fully-connected benchmarks)."""
+    dense = latency_ms(model, input_shape, batch=batch, repeats=repeats)
+    sparse = latency_ms(sparse_executor(model), input_shape, batch=batch, repeats=repeats)
+    return dense / sparse
