@@ -125,10 +125,10 @@ LATEX_COLUMNS = (
 
 
 def latex_escape(text: object) -> str:
-    """Plain text as LaTeX: specials (``\\ & % $ # _ { } ~ ^ < > |``) escaped, common Unicode
-    symbols (→ × ± – ≥ ...) as LaTeX commands."""
+    """Plain text as LaTeX: specials (``\\ & % $ # _ { } ~ ^ < > |``) escaped, ``->`` and common
+    Unicode symbols (→ × ± – ≥ ...) as LaTeX commands."""
     out = []
-    for ch in "" if text is None else str(text):
+    for ch in ("" if text is None else str(text)).replace("->", "→"):
         if ch in _LATEX_SPECIAL:
             out.append(_LATEX_SPECIAL[ch])
         elif ch in _LATEX_UNICODE:

@@ -42,8 +42,8 @@ three cached per profile, so Deep Compression starts from the very pruned model 
 
 from __future__ import annotations
 
+import inspect
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -90,9 +90,6 @@ PROFILES = {
 
 #: Claim id in papers.yaml -> the harness model it is measured on.
 CLAIMS = {"lenet-300-100": "lenet-300-100", "lenet-5": "lenet-5"}
-
-# Everything cached below is keyed on this file's text too, so a change here retrains.
-_CODE_HASH = stable_hash(Path(__file__).read_text(encoding="utf-8"))[:16]
 
 Masks = dict[str, torch.Tensor]
 
@@ -206,9 +203,18 @@ def retrain_config(run: Run, arch: str) -> TrainConfig:
     return run.train_config(**arch_config(run, arch)["retrain"])
 
 
+def _code_hash() -> str:
+    """Hash of the source of every function that determines the cached weights, so that a change to
+    the method retrains instead of reusing stale weights."""
+    fns = (prunable_layers, keep_by_param, magnitude_mask, prune_by_magnitude, apply_masks, masks_of,
+           retrain_with_masks, iterative_prune, reseed, arch_config, dense_config, retrain_config,
+           train_dense, train_pruned, train_control)
+    return stable_hash([inspect.getsource(f) for f in fns])[:16]
+
+
 def _spec(run: Run, arch: str, stage: str) -> dict:
     cfg = arch_config(run, arch)
-    spec = {"arch": arch, "code": _CODE_HASH, "dense": vars(dense_config(run, arch))}
+    spec = {"arch": arch, "code": _code_hash(), "dense": vars(dense_config(run, arch))}
     if stage != "dense":
         spec |= {"retrain": vars(retrain_config(run, arch)), "rounds": cfg["rounds"]}
     if stage == "pruned":

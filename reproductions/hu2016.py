@@ -17,7 +17,7 @@ with the imitation weight annealed, ``pi(t) = min(pi_0, 1 - 0.95^t)`` (t: traini
 epochs, fractional here). Both networks are usable at test time: the student ``p`` alone, or the
 teacher ``q`` (the student projected with the rules, which needs the rule features of the input).
 
-Claim (Table 2, SST-2 sentiment; the A-but-B rule): the CNN distilled with the rule beats the same
+Claim (sentiment results, SST-2; the A-but-B rule): the CNN distilled with the rule beats the same
 CNN trained without it, and the teacher q is better still (89.3 % for q).
 
 Harness analogue (the harness has no text): Fashion-MNIST with three rules stated on its classes,

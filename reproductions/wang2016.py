@@ -118,7 +118,7 @@ def knowledge_pre_regression(run: Run, student: nn.Module, teacher: nn.Module) -
         t = teacher_stages(teacher, x)
         s = forward_stages(model, x, upto=max(stages))[1]
         value = sum(spatial_cross_entropy(s[i], t[i]) for i in stages)
-        last["loss"] = float(value)
+        last["loss"] = value.item()
         return value
 
     run.train(student, run.dataset().train, run.train_config("kp"), desc="DK student (pre-regression)",

@@ -40,18 +40,18 @@ from reproductions.ba2014 import mimic_loss
 PROFILES = {
     "smoke": {
         "dataset": "digits", "seeds": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "epochs": 4,
-        "shared": 64, "light": [16], "booster": [128, 128], "hint_weight": 1.0, "gradient_block": True,
+        "shared": 64, "light": [], "booster": [128, 128], "hint_weight": 0.1, "gradient_block": True,
     },
     "quick": {
         "dataset": "fashion-mnist", "seeds": 3, "train_limit": 10000, "batch_size": 128, "lr": 0.05,
         "optimizer": "sgd", "epochs": 10,
-        "shared": 128, "light": [32], "booster": [256, 256], "hint_weight": 1.0, "gradient_block": True,
+        "shared": 128, "light": [], "booster": [256, 256], "hint_weight": 0.1, "gradient_block": True,
     },
     "paper": {
         # CIFAR-10 WRN-16-1 / WRN-40-1 are not MLPs; the closest harness setting: full Fashion-MNIST,
         # a wider booster and a longer schedule.
         "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd", "epochs": 60,
-        "shared": 256, "light": [64], "booster": [1200, 1200], "hint_weight": 1.0, "gradient_block": True,
+        "shared": 256, "light": [], "booster": [1200, 1200], "hint_weight": 0.1, "gradient_block": True,
     },
 }
 

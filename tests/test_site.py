@@ -4,7 +4,6 @@ records and the reproductions, offline, in well under 30 seconds of CPU."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,7 @@ from site_helpers import HINTON_GAIN, Built, built_site  # noqa: E402
 from atlas.catalogue import CATEGORIES, load_catalogue  # noqa: E402
 from atlas.site import pages  # noqa: E402
 from atlas.site.build import render_all  # noqa: E402
-from atlas.site.data import SiteData, imported_reproductions, scan_reproductions  # noqa: E402
+from atlas.site.data import SiteData, scan_reproductions  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -104,13 +103,6 @@ def test_pages_render_without_records() -> None:
     assert "No published results yet" in str(files["index.md"])
     for cat in CATEGORIES:
         assert bytes(files[f"categories/{cat}.svg"]).lstrip().startswith(b"<?xml")
-
-
-def test_lineage_rule_matches_the_registry() -> None:
-    from atlas.harness import registry  # imports torch: only here, the site itself does not
-
-    for path in sorted((Path(__file__).resolve().parent.parent / "reproductions").glob("[!_]*.py")):
-        assert imported_reproductions(path) == registry.imported_reproductions(path), path.name
 
 
 def test_markdown_escaping() -> None:

@@ -4,7 +4,6 @@ its own file and its entry in papers.yaml."""
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib
 import pkgutil
@@ -15,12 +14,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from atlas.errors import ReproductionError
+from atlas.lineage import PACKAGE, imported_reproductions
 from atlas.results import PROFILE_NAMES
 
 if TYPE_CHECKING:
     from atlas.harness.run import Run
 
-PACKAGE = "reproductions"
 
 
 @dataclass
@@ -55,27 +54,6 @@ class Reproduction:
     def code_files(self) -> list[Path]:
         """This file and the files of every reproduction it builds on."""
         return [self.path] + [self.path.parent / f"{k}.py" for k in self.lineage()]
-
-
-def imported_reproductions(path: Path) -> list[str]:
-    """Names of ``reproductions.X`` modules that ``path`` imports, in order of appearance."""
-    if not path.exists():
-        return []
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: list[str] = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:
-                names = [a.name for a in node.names]
-            elif node.module.startswith(PACKAGE + "."):
-                names = [node.module.split(".")[1]]
-        elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + ".")]
-        for name in names:
-            if name not in found and not name.startswith("_"):
-                found.append(name)
-    return found
 
 
 _REGISTRY: dict[str, Reproduction] = {}

@@ -12,37 +12,10 @@ from pathlib import Path
 
 import atlas
 from atlas.catalogue import Catalogue, Claim, Paper, load_catalogue
+from atlas.lineage import PACKAGE, imported_reproductions
 from atlas.results import Outcome, Record, published
 
 __all__ = ["ReproductionInfo", "SiteData", "collect", "imported_reproductions", "primary_claim"]
-
-PACKAGE = "reproductions"
-
-
-def imported_reproductions(path: Path) -> list[str]:
-    """Names of ``reproductions.X`` modules that ``path`` imports, in order of appearance.
-
-    The same rule as :func:`atlas.harness.registry.imported_reproductions` (which gives
-    ``Reproduction.builds_on``; a test checks they agree), repeated here because importing
-    ``atlas.harness`` imports torch, which would double the site's build time."""
-    if not path.exists():
-        return []
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: list[str] = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:
-                names = [a.name for a in node.names]
-            elif node.module.startswith(PACKAGE + "."):
-                names = [node.module.split(".")[1]]
-        elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + ".")]
-        for name in names:
-            if name not in found and not name.startswith("_"):
-                found.append(name)
-    return found
-
 
 @dataclass
 class ReproductionInfo:
@@ -105,7 +78,7 @@ def _registered_key(tree: ast.Module) -> str | None:
 
 def scan_reproductions(directory: Path | None = None) -> dict[str, ReproductionInfo]:
     """Every ``reproductions/<key>.py`` that registers a reproduction, with its docstring, source,
-    profile names and the reproductions it imports (``registry.imported_reproductions``, the same
+    profile names and the reproductions it imports (``atlas.lineage.imported_reproductions``, the same
     rule as ``Reproduction.builds_on``). A file that does not parse is skipped."""
     directory = directory or atlas.ROOT / PACKAGE
     found: dict[str, ReproductionInfo] = {}

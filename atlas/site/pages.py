@@ -154,7 +154,7 @@ def home_page(data: SiteData, intro: str = "") -> str:
             str(sum(1 for p in papers if p.key in data.reproductions)),
             *[str(verdicts.get(v, 0)) for v in VERDICTS],
         ])
-    lines += [md_table(["Category", "Papers", "Reproductions", *[v.capitalize() for v in VERDICTS]], rows), ""]
+    lines += [md_table(["Category", "Papers", "With code", *[v.capitalize() for v in VERDICTS]], rows), ""]
     lines += [
         f"See the [comparison table]({rel(page, 'comparison.md')}) for every paper's reported and "
         f"reproduced numbers side by side, or [all papers]({rel(page, 'papers/index.md')}).",
