@@ -38,15 +38,15 @@ from reproductions.hinton2015 import distillation_loss, train_student_hard
 PROFILES = {
     "smoke": {
         "dataset": "digits", "seeds": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd",
-        "rnn": {"cell": "gru", "hidden": 32, "epochs": 6, "optimizer": "adam", "lr": 0.01},
+        "rnn": {"cell": "gru", "hidden": 32, "epochs": 3, "optimizer": "adam", "lr": 0.02},
         "dnn": {"hidden": [128, 128]},
-        "student": {"epochs": 4},
+        "student": {"epochs": 3},
     },
     "quick": {
         "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
-        "rnn": {"cell": "gru", "hidden": 128, "epochs": 6, "optimizer": "adam", "lr": 0.003},
+        "rnn": {"cell": "gru", "hidden": 128, "epochs": 4, "optimizer": "adam", "lr": 0.003},
         "dnn": {"hidden": [256, 256]},
-        "student": {"epochs": 6},
+        "student": {"epochs": 5},
     },
     "paper": {
         # Still the row-sequence analogue (no speech corpus in the harness), at full length.

@@ -62,7 +62,7 @@ PROFILES = {
         "archs": {
             "lenet-300-100": {"dense": {"epochs": 4}, "rounds": 2, "retrain": {"epochs": 1, "lr": 0.01},
                               "keep": KEEP_LENET_300_100},
-            "lenet-5": {"dense": {"epochs": 3}, "rounds": 2, "retrain": {"epochs": 1, "lr": 0.01},
+            "lenet-5": {"dense": {"epochs": 2}, "rounds": 2, "retrain": {"epochs": 1, "lr": 0.03},
                         "keep": KEEP_LENET_5},
         },
     },
@@ -71,7 +71,7 @@ PROFILES = {
         "archs": {
             "lenet-300-100": {"dense": {"epochs": 10}, "rounds": 4, "retrain": {"epochs": 2, "lr": 0.01},
                               "keep": KEEP_LENET_300_100},
-            "lenet-5": {"dense": {"epochs": 3}, "rounds": 3, "retrain": {"epochs": 1, "lr": 0.01},
+            "lenet-5": {"dense": {"epochs": 3}, "rounds": 3, "retrain": {"epochs": 1, "lr": 0.03},
                         "keep": KEEP_LENET_5},
         },
     },

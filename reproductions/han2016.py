@@ -69,7 +69,7 @@ BITS = {
 INDEX_BITS = {"conv": 8, "fc": 5}
 
 _QUANTIZE = {"bits": BITS, "index_bits": INDEX_BITS, "kmeans_iters": 50,
-             "finetune": {"epochs": 1, "lr": 0.01, "centroid_lr": 0.0005}}
+             "finetune": {"epochs": 1, "lr": 0.01, "centroid_lr": 0.0001}}
 PROFILES = {name: {**cfg, "quantize": _QUANTIZE} for name, cfg in PRUNING_PROFILES.items()}
 
 

@@ -58,7 +58,7 @@ CONV_TEACHER: dict[str, dict] = {
     },
     "quick": {
         "dataset": "fashion-mnist", "train_limit": 6000, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 0.1875, "epochs": 6, "lr": 0.05, "batch_size": 128,
+        "conv_teacher": {"arch": "vgg-small", "width": 0.1875, "epochs": 12, "lr": 0.05, "batch_size": 128,
                          "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
     },
     "paper": {
@@ -169,8 +169,8 @@ def layers_upto(model: nn.Module, stage: int) -> list[nn.Parameter]:
 # ------------------------------------------------------------------------------------ the teacher
 def train_conv_teacher(run: Run) -> nn.Module:
     """The shared convolutional teacher (the harness's ``vgg-small`` at the profile's width), trained
-    once per profile, seed and data set and then reused from the cache by every feature-based
-    distillation paper."""
+    once per profile and data set (from seed 0, whatever the student's seed) and then reused from the
+    cache by every feature-based distillation paper."""
     spec = dict(run.config["conv_teacher"])
     arch, width = spec.pop("arch"), spec.pop("width")
     cfg = run.train_config(None, **spec)
@@ -179,6 +179,7 @@ def train_conv_teacher(run: Run) -> nn.Module:
         f"conv-teacher-{arch}", {"train": vars(cfg), "width": width},
         build=lambda: run.model(arch, width=width),
         fit=lambda m: run.train(m, data.train, cfg, desc="conv teacher"),
+        per_seed=False,
     )
 
 

@@ -90,19 +90,23 @@ class Run:
 
     # --------------------------------------------------------------------------------- caching
     def cached_model(self, name: str, spec: dict[str, Any], build: Callable[[], nn.Module],
-                     fit: Callable[[nn.Module], None]) -> nn.Module:
+                     fit: Callable[[nn.Module], None], *, per_seed: bool = True) -> nn.Module:
         """A trained model shared between runs and papers: ``build()`` then ``fit(model)`` the first
         time, afterwards the saved weights (loaded with ``weights_only=True``). The cache key is
         ``name``, ``spec`` (everything that determines the weights), the seed, the data set and the
-        torch version. A teacher trained once per profile is reused by every distillation paper."""
-        ident = {"name": name, "spec": spec, "seed": self.seed, "dataset": self.config["dataset"],
+        torch version.
+
+        ``per_seed=False`` trains one model for every seed of the run (from seed 0): a teacher
+        trained once per profile and reused by every distillation paper and every student seed."""
+        seed = self.seed if per_seed else 0
+        ident = {"name": name, "spec": spec, "seed": seed, "dataset": self.config["dataset"],
                  "limits": [self.config.get("train_limit"), self.config.get("test_limit")],
                  "torch": torch.__version__}
         path = self.cache_dir / "models" / f"{name}-{stable_hash(ident)[:16]}.pt"
         # The model's own random stream depends on the seed and its name alone, so the same weights
         # come out whichever paper trains it first; the stream after it is the same whether the
         # model was trained or loaded from the cache.
-        self.reseed(f"build:{name}")
+        self.reseed(f"build:{name}", seed=seed)
         model = build().to(self.device)
         loaded = False
         if path.exists():
@@ -121,10 +125,10 @@ class Run:
         self.reseed(f"after:{name}")
         return model
 
-    def reseed(self, stage: str) -> None:
+    def reseed(self, stage: str, seed: int | None = None) -> None:
         """Restart the random streams (torch's global one and the data-order generator) from a seed
-        derived from the run's seed and ``stage``."""
-        derived = int(stable_hash([self.seed, stage])[:15], 16)
+        derived from the run's seed (or ``seed``) and ``stage``."""
+        derived = int(stable_hash([self.seed if seed is None else seed, stage])[:15], 16)
         torch.manual_seed(derived)
         self.generator.manual_seed(derived)
 

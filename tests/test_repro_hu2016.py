@@ -1,0 +1,28 @@
+"""The rule projection and the imitation schedule of iterative rule distillation (hu2016)."""
+
+import torch
+
+from reproductions.hu2016 import ANKLE_BOOT, SNEAKER, T_SHIRT, imitation_weight, project, rule_penalty
+
+
+def test_penalty_hits_only_excluded_classes() -> None:
+    features = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    pen = rule_penalty(features, 10, [1.0, 1.0, 1.0])
+    assert pen[0, ANKLE_BOOT] == 1.0 and pen[0].sum() == 1.0
+    assert pen[1, T_SHIRT] == 0.5 and pen[1].sum() == 0.5
+    assert pen[2, SNEAKER] == 1.0 and pen[2, ANKLE_BOOT] == 1.0 and pen[2].sum() == 2.0
+
+
+def test_projection_is_p_times_exp_minus_c_penalty() -> None:
+    logits = torch.randn(3, 10)
+    pen = torch.rand(3, 10)
+    q = project(logits, pen, 6.0).exp()
+    expected = torch.softmax(logits, 1) * torch.exp(-6.0 * pen)
+    assert torch.allclose(q, expected / expected.sum(1, keepdim=True), atol=1e-6)
+    assert torch.allclose(project(logits, torch.zeros(3, 10), 6.0).exp(), torch.softmax(logits, 1), atol=1e-6)
+
+
+def test_imitation_weight_anneals_to_cap() -> None:
+    assert imitation_weight(0, 0.95, 1.0) == 0.0
+    assert abs(imitation_weight(10, 0.95, 1.0) - (1 - 0.95**10)) < 1e-12
+    assert imitation_weight(1000, 0.95, 0.9) == 0.9
