@@ -15,11 +15,21 @@ and a list of candidates gets the Plackett-Luce (ListMLE) probability of a permu
   ``L_hard = -log P_student(pi_teacher | X)`` (ListMLE; every other sample of the batch in the list;
   divided here by the list length so that its scale does not grow with the batch);
 * *soft transfer*: the student matches the teacher's whole distribution over permutations,
-  ``L_soft = KL(P_teacher || P_student)``, enumerated over every permutation of a short list
-  (here ``list_length`` = 4 candidates per query, 24 permutations, as in the authors' released loss).
+  ``L_soft = KL(P_teacher || P_student)``, enumerated over every permutation of a short list: the
+  ``list_length`` = 4 samples of the batch the teacher ranks closest to the query (24 permutations),
+  as in the authors' released loss (``argsort(teacher distances)[1:list_length + 1]``). Computed in
+  log space (``logcumsumexp``); the teacher side is a constant.
 
-Both are added (weight ``transfer_weight``) to the usual metric-learning losses of the student, the
-same ones the teacher and the plain student are trained with. The teacher is fixed.
+Both are added, times a weight, to the usual metric-learning losses of the student, the same ones the
+teacher and the plain student are trained with. The teacher is fixed. The paper's loss weights are
+not given here (the released code takes them as command-line arguments), and the weight matters: the
+transfer losses' gradients are several times the base loss's at initialisation, and with weight 1 at
+this learning rate (SGD 0.05, momentum 0.9) the student diverges within the first epoch and its
+ReLU MLP can die into a constant embedding (Recall@1 at chance). So each variant's weight is chosen
+from ``transfer_weights`` on a *validation split carved from the training set* (the last ``val_size``
+training images; a student is trained on the rest for each weight and scored by Recall@1 on the
+held-out images); the test set plays no part in the choice. The chosen weights are recorded
+(``transfer_weight_hard`` / ``transfer_weight_soft``).
 
 Claim (abstract, Tables 1-2: Market-1501, CUHK03, CUB-200): DarkRank "can improve over the baseline
 method by a large margin" -- a NIN-BN student with DarkRank beats the same student trained with the
@@ -29,8 +39,9 @@ Harness analogue (metric learning is not the harness's image classification): re
 Fashion-MNIST with the ten classes as identities. Teacher and student are MLP embedding nets (teacher
 784-256-256-64, student 784-64-32; 6,000 training and 2,000 test images in the quick profile); the metric-learning loss is a softmax identity classifier on the
 embedding plus a batch-hard triplet loss (the paper's baseline combines a classification loss with
-verification / triplet losses). Embeddings are L2-normalised before the transfer loss so that
-``alpha = beta = 3`` (the released code's defaults) give scores of a sensible scale. Evaluation: each
+verification / triplet losses). Embeddings are L2-normalised before the transfer loss (as in the
+released code, which then rescales them by a command-line factor; it sets no defaults) so that
+``alpha = beta = 3`` give scores of a sensible scale. Evaluation: each
 of the test embeddings queries all the others by Euclidean distance; ``recall_at_1`` is the
 percentage whose nearest neighbour has the same class, ``map`` the mean average precision (%).
 
@@ -38,7 +49,8 @@ Metrics recorded: ``teacher_recall_at_1``, ``student_recall_at_1`` (student with
 ``recall_at_1`` (DarkRank student, the ``variant`` of the profile: soft transfer), the same for the
 other variant (``recall_at_1_hard`` / ``recall_at_1_soft``), ``map`` likewise,
 ``distillation_gain_pp`` (DarkRank student R@1 minus plain student R@1, percentage points),
-``distillation_gain_pp_hard`` / ``_soft`` and ``map_gain_pp``.
+``distillation_gain_pp_hard`` / ``_soft``, ``map_gain_pp``, and the validation-chosen
+``transfer_weight_hard`` / ``transfer_weight_soft``.
 """
 
 from __future__ import annotations
@@ -58,16 +70,16 @@ PROFILES = {
         "dataset": "digits", "seeds": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd",
         "teacher": {"epochs": 3, "hidden": [128, 128], "embed": 32},
         "student": {"epochs": 3, "hidden": [32], "embed": 16},
-        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4, "transfer_weight": 1.0,
-        "variant": "soft",
+        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4,
+        "transfer_weights": [0.3, 1.0], "val_size": 300, "variant": "soft",
     },
     "quick": {
         "dataset": "fashion-mnist", "seeds": 3, "train_limit": 6000, "test_limit": 2000,
         "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
         "teacher": {"epochs": 6, "hidden": [256, 256], "embed": 64},
         "student": {"epochs": 5, "hidden": [64], "embed": 32},
-        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4, "transfer_weight": 1.0,
-        "variant": "soft",
+        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4,
+        "transfer_weights": [0.1, 0.3, 1.0], "val_size": 1000, "variant": "soft",
     },
     "paper": {
         # Market-1501 (not in the harness): Inception-BN teacher -> NIN-BN student. Closest harness
@@ -75,8 +87,8 @@ PROFILES = {
         "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
         "teacher": {"epochs": 40, "hidden": [1200, 1200], "embed": 128},
         "student": {"epochs": 40, "hidden": [256], "embed": 64},
-        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4, "transfer_weight": 1.0,
-        "variant": "soft",
+        "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4,
+        "transfer_weights": [0.1, 0.3, 1.0], "val_size": 5000, "variant": "soft",
     },
 }
 
@@ -152,18 +164,26 @@ def permutation_log_probs(scores: torch.Tensor, perms: torch.Tensor) -> torch.Te
     return (s - tail_lse).sum(-1)
 
 
+def teacher_top_candidates(teacher_emb: torch.Tensor, alpha: float, beta: float, list_length: int) -> torch.Tensor:
+    """For each query, the ``list_length`` samples of the batch the *teacher* ranks as most similar
+    (itself excluded), most similar first: the short list whose permutations the soft transfer
+    enumerates (as in the authors' released loss, ``argsort(teacher distances)[1:list_length + 1]``)."""
+    n = len(teacher_emb)
+    s = similarity_scores(teacher_emb, alpha, beta)
+    s = s.masked_fill(torch.eye(n, dtype=torch.bool, device=s.device), float("-inf"))
+    return s.topk(min(list_length, n - 1), dim=1).indices
+
+
 def soft_transfer_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, alpha: float, beta: float,
                        list_length: int) -> torch.Tensor:
     """``KL(P_teacher || P_student)`` over all permutations of a list of ``list_length`` candidates
-    per query (the next ``list_length`` samples of the shuffled batch, cyclically)."""
-    n = len(student_emb)
-    length = min(list_length, n - 1)
-    idx = torch.arange(n, device=student_emb.device)
-    cand = (idx[:, None] + torch.arange(1, length + 1, device=student_emb.device)[None, :]) % n
-    perms = torch.tensor(list(itertools.permutations(range(length))), device=student_emb.device)
-    logp_student = permutation_log_probs(similarity_scores(student_emb, alpha, beta, cand), perms)
+    per query (the teacher's top ``list_length`` neighbours of the query in the batch), averaged over
+    the queries. The teacher side is a constant (no gradient)."""
     with torch.no_grad():
+        cand = teacher_top_candidates(teacher_emb, alpha, beta, list_length)
+        perms = torch.tensor(list(itertools.permutations(range(cand.shape[1]))), device=student_emb.device)
         logp_teacher = permutation_log_probs(similarity_scores(teacher_emb, alpha, beta, cand), perms)
+    logp_student = permutation_log_probs(similarity_scores(student_emb, alpha, beta, cand), perms)
     return (logp_teacher.exp() * (logp_teacher - logp_student)).sum(1).mean()
 
 
@@ -174,9 +194,11 @@ def embedding_net(run: Run, section: str) -> EmbeddingNet:
     return EmbeddingNet(data.input_shape, data.num_classes, list(sec["hidden"]), sec["embed"]).to(run.device)
 
 
-def train_metric(run: Run, section: str, desc: str, transfer=None, model: EmbeddingNet | None = None) -> EmbeddingNet:
+def train_metric(run: Run, section: str, desc: str, transfer=None, model: EmbeddingNet | None = None,
+                 split: Split | None = None) -> EmbeddingNet:
     """Train an embedding net (``model``, or a fresh one of ``section``) with the metric-learning
-    losses, plus ``transfer(emb, idx)`` if given."""
+    losses, plus ``transfer(emb, idx)`` if given, on ``split`` (default: the whole training set; a
+    split must be a prefix of it so that ``idx`` still indexes the teacher's embeddings)."""
     margin = run.config["margin"]
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -184,7 +206,8 @@ def train_metric(run: Run, section: str, desc: str, transfer=None, model: Embedd
         return base if transfer is None else base + transfer(emb, idx)
 
     model = model if model is not None else embedding_net(run, section)
-    return run.train(model, run.dataset().train, run.train_config(section), desc=desc, loss_fn=loss)
+    split = split if split is not None else run.dataset().train
+    return run.train(model, split, run.train_config(section), desc=desc, loss_fn=loss)
 
 
 def train_teacher(run: Run) -> EmbeddingNet:
@@ -195,18 +218,37 @@ def train_teacher(run: Run) -> EmbeddingNet:
                             fit=lambda m: train_metric(run, "teacher", "teacher", model=m))
 
 
-def train_darkrank(run: Run, teacher_emb: torch.Tensor, variant: str) -> EmbeddingNet:
-    """The student with the DarkRank transfer loss (``hard`` or ``soft``) added to its own losses."""
-    a, b, w, length = (run.config[k] for k in ("alpha", "beta", "transfer_weight", "list_length"))
+def train_darkrank(run: Run, teacher_emb: torch.Tensor, variant: str, weight: float,
+                   split: Split | None = None) -> EmbeddingNet:
+    """The student with the DarkRank transfer loss (``hard`` or ``soft``, times ``weight``) added to
+    its own losses."""
+    a, b, length = (run.config[k] for k in ("alpha", "beta", "list_length"))
     teacher_emb = teacher_emb.to(run.device)
 
     def transfer(emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         t = teacher_emb[idx]
         if variant == "hard":
-            return w * hard_rank_loss(emb, t, a, b)
-        return w * soft_transfer_loss(emb, t, a, b, length)
+            return weight * hard_rank_loss(emb, t, a, b)
+        return weight * soft_transfer_loss(emb, t, a, b, length)
 
-    return train_metric(run, "student", f"student (DarkRank {variant})", transfer)
+    return train_metric(run, "student", f"student (DarkRank {variant}, weight {weight:g})", transfer, split=split)
+
+
+def choose_transfer_weight(run: Run, teacher_emb: torch.Tensor, variant: str) -> tuple[float, dict[float, float]]:
+    """The transfer-loss weight, chosen on a validation split carved from the *training* data (never
+    the test set): each weight of ``config['transfer_weights']`` trains a student on the training set
+    minus its last ``config['val_size']`` images, which it then scores by leave-one-out Recall@1;
+    the best weight wins (ties: the smaller). Returns it and every weight's validation Recall@1."""
+    weights = [float(w) for w in run.config["transfer_weights"]]
+    if len(weights) == 1:
+        return weights[0], {}
+    train = run.dataset().train
+    n_fit = len(train) - run.config["val_size"]
+    fit = train.subset(n_fit)
+    val = Split(train.x[n_fit:], train.y[n_fit:])
+    scores = {w: evaluate(run, train_darkrank(run, teacher_emb, variant, w, split=fit), val)[0] for w in weights}
+    best = max(scores.values())
+    return min(w for w, r in scores.items() if r == best), scores
 
 
 # ---------------------------------------------------------------------------------- retrieval
@@ -239,7 +281,8 @@ def reproduce(run: Run) -> None:
     teacher = train_teacher(run)
     teacher_train_emb = run.predict(teacher, data.train)
     plain = train_metric(run, "student", "student (no transfer)")
-    students = {v: train_darkrank(run, teacher_train_emb, v) for v in ("hard", "soft")}
+    chosen = {v: choose_transfer_weight(run, teacher_train_emb, v) for v in ("hard", "soft")}
+    students = {v: train_darkrank(run, teacher_train_emb, v, chosen[v][0]) for v in ("hard", "soft")}
 
     r1_t, map_t = evaluate(run, teacher, data.test)
     r1_s, map_s = evaluate(run, plain, data.test)
@@ -260,11 +303,14 @@ def reproduce(run: Run) -> None:
             "distillation_gain_pp_hard": scores["hard"][0] - r1_s,
             "distillation_gain_pp_soft": scores["soft"][0] - r1_s,
             "map_gain_pp": mean_ap - map_s,
+            "transfer_weight_hard": chosen["hard"][0], "transfer_weight_soft": chosen["soft"][0],
             "param_compression": measure.count_params(teacher.body) / measure.count_params(plain.body),
         },
         differs=f"Fashion-MNIST retrieval (classes as identities, {len(data.test)} test queries, leave-one-out) "
                 f"instead of Market-1501 re-id; MLP embedding nets instead of Inception-BN / NIN-BN; "
                 f"identity softmax + batch-hard triplet as the base loss; {len(data.train)} training images, "
                 f"{run.config['teacher']['epochs']}/{run.config['student']['epochs']} epochs; "
-                f"main variant: {main} transfer",
+                f"main variant: {main} transfer; transfer weights chosen from {run.config['transfer_weights']} "
+                f"on a {run.config['val_size']}-image validation split of the training set "
+                f"(hard {chosen['hard'][0]:g}, soft {chosen['soft'][0]:g})",
     )
