@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Triton picks its interpreter when it is first imported, and torch imports it on its own (e.g. for
+# torch.utils.flop_counter): ask for the interpreter before any test imports torch, unless the
+# kernel tests are to run compiled on a GPU (tests/kernels_env.py).
+if os.environ.get("ATLAS_KERNELS_TEST_CUDA") != "1":
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 @pytest.fixture(autouse=True)

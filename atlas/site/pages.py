@@ -272,7 +272,8 @@ def comparison_page(data: SiteData) -> str:
         claim = primary_claim(paper, data)
         record = data.record(paper.key)
         outcome = data.outcome(paper.key, claim) if claim else None
-        verdict = outcome.verdict if outcome else ("not run" if claim and claim.checks else "")
+        # The paper's verdict over all its judged claims (the page lists each claim's own verdict).
+        verdict = record.verdict if record else ("not run" if claim and claim.checks else "")
         more = len(paper.claims) - 1
         reported = _claim_summary(claim)
         if more > 0:

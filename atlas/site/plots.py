@@ -97,7 +97,11 @@ def reported_point(paper: Paper, claim: Claim) -> Point:
 def reproduced_point(paper: Paper, outcome: Outcome) -> Point:
     y = next((outcome.mean(n) for n in Y_CHECKS if outcome.mean(n) is not None), None)
     x, kind = None, ""
-    for name in X_MEASURED:
+    # The x the claim itself is judged on (storage for Deep Compression, parameters for pruning), then
+    # the others in a fixed order.
+    claimed = next((c for c in paper.claims if c.id == outcome.claim), None)
+    own = [c.quantity for c in claimed.checks if c.quantity in X_MEASURED] if claimed else []
+    for name in [*own, *X_MEASURED]:
         value = outcome.mean(name)
         if value is not None:
             x, kind = float(value), ("speed-up" if name == "speedup" else "compression")
