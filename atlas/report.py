@@ -79,7 +79,8 @@ def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
                 "checks": target_text(claim),
                 "harness setting": f"{outcome.model} / {outcome.dataset}" if outcome else "–",
                 "reproduced": measured_text(outcome) if outcome else "–",
-                "verdict": outcome.verdict if outcome else "not run",
+                # A claim with no check is not something the harness can test: no verdict at all.
+                "verdict": outcome.verdict if outcome else ("not run" if claim.checks else "–"),
                 "profile": record.profile if outcome and record else "–",
             })
     return rows
