@@ -9,7 +9,6 @@ import hashlib
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from atlas import ROOT, __version__, results
+from atlas import __version__, results
 from atlas.catalogue import Catalogue, load_catalogue
 from atlas.errors import ReproductionError
 from atlas.harness import registry
 from atlas.harness.run import Measured, Run, stable_hash
+from atlas.provenance import device_description, git_commit
 from atlas.verdict import combine, judge
 
 HARNESS_DIR = Path(__file__).resolve().parent
@@ -49,29 +49,6 @@ def code_hash(repro: registry.Reproduction) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def git_commit() -> dict[str, object]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def device_description(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{device}: {torch.cuda.get_device_name(torch.device(device))}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"cpu: {cpu} ({torch.get_num_threads()} threads)"
 
 
 def default_seeds(repro: registry.Reproduction, profile: str) -> list[int]:
