@@ -373,8 +373,8 @@ def main() -> None:
             "copy measured on this machine (no compute peak is assumed, so compute-bound rows show a loose bound).",
             "- ratio to dense = t(dense fp32 `x @ W.T`) / t(kernel); > 1 is faster.",
             "- bytes moved = the weight's real storage + fp32 activations in and out.",
-            "- each time is the median of repeated calls after a warm-up; on a shared machine (as here: 2 cores "
-            "shared with other jobs) single rows can still be off by 2x or more, compare within a batch size.", "",
+            "- each time is the median of repeated calls after a warm-up; on a machine shared with other jobs "
+            "single rows can still be off by 2x or more, compare within a batch size.", "",
         ]
     footer = [
         "## Targets on an H100 (not measured in this file unless the header names an H100)", "",
