@@ -7,7 +7,9 @@ from collections.abc import Iterable
 import pandas as pd
 
 from atlas.catalogue import Catalogue, Claim, Paper
+from atlas.reference import ReferenceRecord, load_references
 from atlas.results import Outcome, Record
+from atlas.verdict import ClaimVerdict, RecordVerdict, judge_record
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -40,16 +42,23 @@ def fmt_value(v: object) -> str:
     return "–" if v is None else str(v)
 
 
-def measured_text(outcome: Outcome) -> str:
-    """The judged quantities, mean ± std over seeds: 'param_compression 11.8 ± 0.2'."""
+def measured_text(outcome: Outcome, verdict: ClaimVerdict | None = None) -> str:
+    """The judged quantities, mean and 95% interval over seeds:
+    ``param_compression 12 (n=3, same on every seed); accuracy_change_pp -0.41 [-0.6, -0.2] (n=3)``."""
+    names = [c.quantity for c in verdict.checks] if verdict is not None else list(outcome.metrics)
     parts = []
-    for check in outcome.checks:
-        stats = outcome.metrics.get(check["quantity"])
-        if stats is None:
-            continue
-        sd = f" ± {fmt(stats['std'], 2)}" if len(stats["values"]) > 1 else ""
-        parts.append(f"{check['quantity']} {fmt(stats['mean'])}{sd}")
+    for name in names:
+        iv = outcome.interval(name)
+        if iv is not None:
+            parts.append(f"{name} {iv.text()}")
     return "; ".join(parts)
+
+
+def verdicts(records: Iterable[Record], catalogue: Catalogue,
+             references: list[ReferenceRecord] | None = None) -> dict[str, RecordVerdict]:
+    """Each record judged against its claims' current checks (key -> verdict)."""
+    refs = load_references() if references is None else references
+    return {r.key: judge_record(r, catalogue.get(r.key), refs) for r in records}
 
 
 def target_text(claim: Claim) -> str:
@@ -57,10 +66,14 @@ def target_text(claim: Claim) -> str:
 
 
 def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
-                 papers: Iterable[Paper] | None = None) -> list[dict[str, str]]:
-    """One row per reported claim: the paper's setting and number, the harness's setting and number,
-    and the verdict. With ``papers``, claims without a record are listed too."""
+                 papers: Iterable[Paper] | None = None,
+                 references: list[ReferenceRecord] | None = None) -> list[dict[str, str]]:
+    """One row per reported claim: the paper's setting and number, the harness's setting and number
+    (mean and 95% interval, n seeds), and the verdict judged now against the claim's checks. With
+    ``papers``, claims without a record are listed too."""
+    records = list(records)
     by_key = {r.key: r for r in records}
+    judged = verdicts(records, catalogue, references)
     keys = [p.key for p in papers] if papers is not None else list(by_key)
     rows = []
     for key in keys:
@@ -70,6 +83,7 @@ def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
             outcome = record.outcome(claim.id) if record else None
             if outcome is None and papers is None:
                 continue
+            cv = judged[key].claim(claim.id) if outcome is not None else None
             rows.append({
                 "paper": key,
                 "claim": claim.id,
@@ -78,9 +92,10 @@ def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
                 "source": claim.source,
                 "checks": target_text(claim),
                 "harness setting": f"{outcome.model} / {outcome.dataset}" if outcome else "–",
-                "reproduced": measured_text(outcome) if outcome else "–",
+                "reproduced": measured_text(outcome, cv) if outcome else "–",
+                "n": str(len(record.seeds)) if outcome and record else "–",
                 # A claim with no check is not something the harness can test: no verdict at all.
-                "verdict": outcome.verdict if outcome else ("not run" if claim.checks else "–"),
+                "verdict": cv.verdict if cv else ("not run" if claim.checks else "–"),
                 "profile": record.profile if outcome and record else "–",
             })
     return rows
@@ -97,8 +112,8 @@ def render_rows(rows: list[dict[str, str]], fmt_name: str = "table") -> str:
         sep = "| " + " | ".join("---" for _ in frame.columns) + " |"
         body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
         return "\n".join([header, sep, *body]) + "\n"
-    narrow = frame[["paper", "claim", "reported", "harness setting", "reproduced", "verdict"]]
-    return narrow.to_string(index=False, max_colwidth=48)
+    narrow = frame[["paper", "claim", "reported", "reproduced", "verdict"]]
+    return narrow.to_string(index=False, max_colwidth=60)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,3 +180,30 @@ def render_latex(rows: list[dict[str, str]], *, cite: bool = True, comment: str 
     lines.append("\\bottomrule")
     lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-text verdict blocks, for `atlas show` and `atlas reproduce`
+
+def record_summary(record: Record) -> str:
+    """``quick profile, n=3 seeds [0, 1, 2], fashion-mnist, commit 4bf7cd90, 41 s cold``."""
+    p = record.provenance
+    wall = p.get("wall_time_s")
+    state = "" if p.get("cold") is None else (" cold" if p.get("cold") else " (cached models reused)")
+    commit = (p.get("commit") or "?")[:8] + (" dirty" if p.get("dirty") else "")
+    size = f", first {p['train_size']} training examples" if p.get("train_size") else ""
+    return (f"{record.profile} profile, n={len(record.seeds)} seeds {record.seeds}, {p.get('dataset')}{size}, "
+            f"commit {commit}, {wall:.0f} s{state} on {p.get('device')}" if wall is not None else
+            f"{record.profile} profile, n={len(record.seeds)} seeds {record.seeds}")
+
+
+def claim_verdict_lines(outcome: Outcome, verdict: ClaimVerdict, indent: str = "    ") -> list[str]:
+    """The reproduced result of one claim: each check with its interval and threshold, the verdict."""
+    lines = [f"{indent}reproduced ({outcome.model} / {outcome.dataset}): {verdict.verdict}"]
+    for check in verdict.checks:
+        lines.append(f"{indent}  {check.text()}")
+    for note in verdict.notes:
+        lines.append(f"{indent}  note: {note}")
+    if outcome.differs:
+        lines.append(f"{indent}  harness differs: {outcome.differs}")
+    return lines

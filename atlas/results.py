@@ -1,9 +1,17 @@
-"""Run records: what a reproduction measured, the claim it tests, the verdict and the provenance.
+"""Run records: what a reproduction measured, per seed, with its configuration and provenance.
+
+A record holds measurements only. Its verdict is not stored: every reader (``atlas show``,
+``atlas compare``, ``atlas reproduce``'s summary, the site) judges the per-seed values against the
+claim's *current* checks in papers.yaml (:mod:`atlas.verdict`), so editing a tolerance changes the
+verdict everywhere without a rerun.
 
 A record is one JSON file, ``results/<key>/<profile>.json`` for the profile's default configuration
 (the published record, committed so the site needs no rerun) or ``<profile>-<config hash>.json`` for
-another data set or seed set. Files are written atomically (a temporary file in the same folder,
-then a rename), so a run killed at any point leaves every earlier record intact.
+another data set, training-set size or seed set (written beside the default, never over it). Files
+are written atomically (a temporary file in the same folder, then a rename), so a run killed at any
+point leaves every earlier record intact. Every read validates the file against the record schema
+(:data:`SCHEMA_VERSION`); a record of an older schema or a damaged one raises an
+:class:`~atlas.errors.AtlasError` that names the file and the fix.
 """
 
 from __future__ import annotations
@@ -11,16 +19,22 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from atlas import ROOT
 from atlas.errors import AtlasError
+from atlas.stats import Interval, interval
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PROFILE_NAMES = ("smoke", "quick", "paper")
 PROFILE_RANK = {"paper": 0, "quick": 1, "smoke": 2}
+
+
+class StaleRecord(AtlasError):
+    """A record that cannot be read as a current record: damaged, or of an older schema."""
 
 
 def results_dir(override: Path | str | None = None) -> Path:
@@ -29,62 +43,131 @@ def results_dir(override: Path | str | None = None) -> Path:
     return Path(os.environ.get("ATLAS_RESULTS_DIR", ROOT / "results"))
 
 
-@dataclass
-class Outcome:
-    """What one run measured for one claim of the paper."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Metric(_Strict):
+    """One quantity's per-seed values, in the order of the record's seeds."""
+
+    values: list[float] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _finite_or_nan(cls, values: list[float]) -> list[float]:
+        return [float(v) for v in values]
+
+    @property
+    def interval(self) -> Interval:
+        return interval(self.values)
+
+    @property
+    def mean(self) -> float:
+        return self.interval.mean
+
+
+class Baseline(_Strict):
+    """The uncompressed (or undistilled) model a claim's accuracy change is measured against: a
+    harness model, whose reference accuracy (``atlas calibrate``) tells whether it converged."""
+
+    model: str
+    spec: dict[str, Any] = Field(default_factory=dict)
+    metric: str  # the metric of this outcome that holds the baseline's accuracy (%)
+    dataset: str
+    train_size: int
+    test_size: int
+
+
+class Outcome(_Strict):
+    """What a run measured for one claim of the paper, every seed."""
 
     claim: str
     model: str
     dataset: str
-    metrics: dict[str, dict[str, Any]]  # name -> {"mean", "std", "values"}
-    verdict: str
-    checks: list[dict[str, Any]]
+    metrics: dict[str, Metric]
+    baseline: Baseline | None = None
     differs: str = ""
     notes: str = ""
 
     def mean(self, name: str) -> float | None:
         m = self.metrics.get(name)
-        return None if m is None else m["mean"]
+        return None if m is None else m.mean
+
+    def interval(self, name: str) -> Interval | None:
+        m = self.metrics.get(name)
+        return None if m is None else m.interval
 
 
-@dataclass
-class Record:
+class Record(_Strict):
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
     key: str
     profile: str
-    config: dict[str, Any]
+    seeds: list[int] = Field(min_length=1)
     config_hash: str
     code_hash: str
-    seeds: list[int]
+    config: dict[str, Any]
     outcomes: list[Outcome]
-    verdict: str
     provenance: dict[str, Any]
-    schema: int = SCHEMA_VERSION
-    path: Path | None = field(default=None, compare=False)
+    path: Path | None = Field(default=None, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def outcome(self, claim: str) -> Outcome | None:
         return next((o for o in self.outcomes if o.claim == claim), None)
 
     def to_json(self) -> str:
-        data = {
-            "schema": self.schema, "key": self.key, "profile": self.profile, "verdict": self.verdict,
-            "seeds": self.seeds, "config_hash": self.config_hash, "code_hash": self.code_hash,
-            "config": self.config,
-            "outcomes": [vars(o) for o in self.outcomes],
-            "provenance": self.provenance,
-        }
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+        data = self.model_dump(mode="json", by_alias=True, exclude={"path"})
+        return json.dumps(data, indent=2, allow_nan=True) + "\n"
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> Record:
-        try:
-            return cls(
-                key=data["key"], profile=data["profile"], config=data["config"],
-                config_hash=data["config_hash"], code_hash=data["code_hash"], seeds=list(data["seeds"]),
-                outcomes=[Outcome(**o) for o in data["outcomes"]], verdict=data["verdict"],
-                provenance=data["provenance"], schema=data.get("schema", SCHEMA_VERSION), path=path,
-            )
-        except (KeyError, TypeError) as exc:
-            raise AtlasError(f"{path or 'record'} is not a valid run record: {exc}") from None
+    @property
+    def is_default(self) -> bool:
+        """The profile's default configuration (the published record), not an extra seed set."""
+        return self.path is None or self.path.name == f"{self.profile}.json"
+
+
+def _fix_hint(key: str | None, profile: str | None) -> str:
+    what = key or "KEY"
+    prof = f" --profile {profile}" if profile and profile != "quick" else ""
+    return f"rerun with `atlas reproduce {what}{prof} --force` (or restore the file with git)"
+
+
+def parse(text: str, path: Path | None = None) -> Record:
+    """A record from its JSON text, validated; :class:`StaleRecord` naming the file otherwise."""
+    where = str(path) if path else "run record"
+    key = path.parent.name if path else None
+    profile = path.stem.split("-")[0] if path else None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StaleRecord(f"{where} is not valid JSON ({exc})", hint=_fix_hint(key, profile)) from None
+    if not isinstance(data, dict):
+        raise StaleRecord(f"{where} is not a run record (a JSON object)", hint=_fix_hint(key, profile))
+    version = data.get("schema")
+    if version != SCHEMA_VERSION:
+        raise StaleRecord(
+            f"{where} is a record of schema {version!r}; this atlas reads schema {SCHEMA_VERSION} "
+            "(per-seed values, verdicts computed on reading)",
+            hint=_fix_hint(data.get("key") if isinstance(data.get("key"), str) else key, profile),
+        )
+    try:
+        record = Record.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise StaleRecord(
+            f"{where} is not a valid run record: {loc}: {first['msg']}"
+            + (f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""),
+            hint=_fix_hint(key, profile),
+        ) from None
+    n = len(record.seeds)
+    for outcome in record.outcomes:
+        for name, metric in outcome.metrics.items():
+            if len(metric.values) != n:
+                raise StaleRecord(
+                    f"{where}: claim {outcome.claim}, metric {name} has {len(metric.values)} values "
+                    f"for {n} seeds", hint=_fix_hint(key, profile))
+    record.path = path
+    return record
 
 
 def record_path(root: Path, key: str, profile: str, config_hash: str, default: bool) -> Path:
@@ -115,32 +198,37 @@ def save(record: Record, path: Path) -> Path:
 
 def load(path: Path) -> Record:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AtlasError(f"cannot read run record {path}: {exc}") from None
-    return Record.from_dict(data, path)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StaleRecord(f"cannot read run record {path}: {exc}", hint=_fix_hint(path.parent.name, None)) from None
+    return parse(text, path)
 
 
-def load_all(root: Path | None = None) -> list[Record]:
-    """Every record under ``root`` (default: the results folder), unreadable files skipped."""
+def load_all(root: Path | None = None, problems: list[StaleRecord] | None = None) -> list[Record]:
+    """Every record under ``root`` (default: the results folder). Unreadable files are skipped;
+    pass ``problems`` to collect what was wrong with them."""
     base = results_dir(root)
     records = []
     for path in sorted(base.glob("*/*.json")):
+        if path.parent.name == "reference":
+            continue
         try:
             records.append(load(path))
-        except AtlasError:
-            continue
+        except StaleRecord as exc:
+            if problems is not None:
+                problems.append(exc)
     return records
 
 
-def published(root: Path | None = None, *, include_smoke: bool = False) -> dict[str, Record]:
+def published(root: Path | None = None, *, include_smoke: bool = False,
+              problems: list[StaleRecord] | None = None) -> dict[str, Record]:
     """For each paper, the record to show: its default-configuration record of the most faithful
     profile (paper, then quick; smoke only when asked)."""
     best: dict[str, Record] = {}
-    for rec in load_all(root):
+    for rec in load_all(root, problems):
         if rec.profile == "smoke" and not include_smoke:
             continue
-        if rec.path is not None and rec.path.name != f"{rec.profile}.json":
+        if not rec.is_default:
             continue
         cur = best.get(rec.key)
         if cur is None or PROFILE_RANK.get(rec.profile, 9) < PROFILE_RANK.get(cur.profile, 9):

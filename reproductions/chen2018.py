@@ -66,27 +66,29 @@ from atlas.harness.data import Split
 from atlas.harness.models import MLP
 
 PROFILES = {
+    # Budgets in optimizer steps (teacher, and every student alike: plain, DarkRank, validation runs).
     "smoke": {
-        "dataset": "digits", "seeds": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd",
-        "teacher": {"epochs": 3, "hidden": [128, 128], "embed": 32},
-        "student": {"epochs": 3, "hidden": [32], "embed": 16},
+        "dataset": "digits", "seeds": 2, "batch_size": 64, "lr": 0.05, "optimizer": "sgd",
+        "teacher": {"steps": 67, "hidden": [128, 128], "embed": 32},
+        "student": {"steps": 67, "hidden": [32], "embed": 16},
         "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4,
         "transfer_weights": [0.3, 1.0], "val_size": 300, "variant": "soft",
     },
     "quick": {
-        "dataset": "fashion-mnist", "seeds": 3, "train_limit": 6000, "test_limit": 2000,
+        # 281 / 234 steps of 128 = 6 / 5 passes over the 6,000-image subset.
+        "dataset": "fashion-mnist", "seeds": 5, "train_limit": 6000, "test_limit": 2000,
         "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
-        "teacher": {"epochs": 6, "hidden": [256, 256], "embed": 64},
-        "student": {"epochs": 5, "hidden": [64], "embed": 32},
+        "teacher": {"steps": 281, "hidden": [256, 256], "embed": 64},
+        "student": {"steps": 234, "hidden": [64], "embed": 32},
         "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4,
         "transfer_weights": [0.1, 0.3, 1.0], "val_size": 1000, "variant": "soft",
     },
     "paper": {
         # Market-1501 (not in the harness): Inception-BN teacher -> NIN-BN student. Closest harness
-        # setting: the full Fashion-MNIST set, wider nets and longer schedules.
+        # setting: the full Fashion-MNIST set, wider nets and longer schedules (18,750 steps = 40 epochs).
         "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
-        "teacher": {"epochs": 40, "hidden": [1200, 1200], "embed": 128},
-        "student": {"epochs": 40, "hidden": [256], "embed": 64},
+        "teacher": {"steps": 18750, "hidden": [1200, 1200], "embed": 128},
+        "student": {"steps": 18750, "hidden": [256], "embed": 64},
         "margin": 0.3, "alpha": 3.0, "beta": 3.0, "list_length": 4,
         "transfer_weights": [0.1, 0.3, 1.0], "val_size": 5000, "variant": "soft",
     },
@@ -189,8 +191,12 @@ def soft_transfer_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, alp
 
 # ------------------------------------------------------------------------------------ training
 def embedding_net(run: Run, section: str) -> EmbeddingNet:
+    """A fresh embedding net of ``section``, built from that section's own random stream: every
+    student (plain, DarkRank, validation runs) starts from the same weights and sees the data in
+    the same order, so their differences are paired."""
     data = run.dataset()
     sec = run.config[section]
+    run.reseed(f"embedding net {section}")
     return EmbeddingNet(data.input_shape, data.num_classes, list(sec["hidden"]), sec["embed"]).to(run.device)
 
 
@@ -309,7 +315,7 @@ def reproduce(run: Run) -> None:
         differs=f"Fashion-MNIST retrieval (classes as identities, {len(data.test)} test queries, leave-one-out) "
                 f"instead of Market-1501 re-id; MLP embedding nets instead of Inception-BN / NIN-BN; "
                 f"identity softmax + batch-hard triplet as the base loss; {len(data.train)} training images, "
-                f"{run.config['teacher']['epochs']}/{run.config['student']['epochs']} epochs; "
+                f"{run.config['teacher']['steps']}/{run.config['student']['steps']} teacher/student steps; "
                 f"main variant: {main} transfer; transfer weights chosen from {run.config['transfer_weights']} "
                 f"on a {run.config['val_size']}-image validation split of the training set "
                 f"(hard {chosen['hard'][0]:g}, soft {chosen['soft'][0]:g})",

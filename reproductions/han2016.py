@@ -37,9 +37,10 @@ bits per stored entry over all pruned layers), ``filler_entries``, ``pruned_accu
 model before quantization) and ``quantized_accuracy_before_finetune``.
 
 Harness differs: Fashion-MNIST instead of MNIST for the quick profile; the pruned model comes from
-han2015's short schedule; centroids are fine-tuned for one epoch with SGD (momentum, cosine) while the
-biases are trained alongside at the retraining learning rate; the accuracy baseline is han2015's dense
-model given the same extra epochs without pruning.
+han2015's short schedule (per seed; where han2015's profile trains one dense model for all seeds, the
+seeds share it); centroids are fine-tuned for a few optimizer steps (``quantize.finetune.steps``) with
+SGD (momentum, cosine) while the biases are trained alongside at the retraining learning rate; the
+accuracy baseline is han2015's dense model given the same extra steps without pruning.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from torch import nn
 from torch.func import functional_call
 
 from atlas.harness import Run, measure, reproduction
-from reproductions.han2015 import CLAIMS, Masks, prunable_layers, reseed, train_control, train_pruned
+from reproductions.han2015 import CLAIMS, Masks, prunable_layers, schedule_note, train_control, train_pruned
 from reproductions.han2015 import PROFILES as PRUNING_PROFILES
 
 # Bits per weight (cluster index) per layer: Table 2 (LeNet-300-100) and Table 3 (LeNet-5).
@@ -68,9 +69,14 @@ BITS = {
 # Relative-index bits (Sec. 2): 8 for conv layers, 5 for fc layers.
 INDEX_BITS = {"conv": 8, "fc": 5}
 
-_QUANTIZE = {"bits": BITS, "index_bits": INDEX_BITS, "kmeans_iters": 50,
-             "finetune": {"epochs": 1, "lr": 0.01, "centroid_lr": 0.0001}}
-PROFILES = {name: {**cfg, "quantize": _QUANTIZE} for name, cfg in PRUNING_PROFILES.items()}
+# Centroid fine-tuning budget in optimizer steps per profile (smoke: one pass over digits' 1437 at
+# batch 64; paper: one epoch of MNIST's 60000 at batch 64).
+FINETUNE_STEPS = {"smoke": 22, "quick": 100, "paper": 938}
+PROFILES = {
+    name: {**cfg, "quantize": {"bits": BITS, "index_bits": INDEX_BITS, "kmeans_iters": 50,
+                               "finetune": {"steps": FINETUNE_STEPS[name], "lr": 0.01, "centroid_lr": 0.0001}}}
+    for name, cfg in PRUNING_PROFILES.items()
+}
 
 
 # ------------------------------------------------------------------------------ weight sharing
@@ -146,7 +152,7 @@ def write_shared(model: nn.Module, shared: Sequence[SharedLayer]) -> None:
         params[layer.param].copy_(layer.weight())
 
 
-def finetune_centroids(run: Run, model: nn.Module, shared: Sequence[SharedLayer], epochs: int, lr: float,
+def finetune_centroids(run: Run, model: nn.Module, shared: Sequence[SharedLayer], steps: int, lr: float,
                        centroid_lr: float) -> nn.Module:
     """Sec. 3.3: train the centroids (and the unshared parameters, the biases) with the weights tied
     to their clusters; the forward pass uses the shared weights built from the centroids."""
@@ -159,7 +165,7 @@ def finetune_centroids(run: Run, model: nn.Module, shared: Sequence[SharedLayer]
         weights = {layer.param: layer.weight() for layer in shared}
         return F.cross_entropy(functional_call(m, weights, (x,)), y)
 
-    cfg = run.train_config(epochs=epochs, lr=lr)
+    cfg = run.train_config(steps=steps, lr=lr)
     run.train(model, run.dataset().train, cfg, desc="centroid fine-tuning", loss_fn=loss, optimizer=opt)
     write_shared(model, shared)
     return model
@@ -300,9 +306,9 @@ def reproduce(run: Run) -> None:
         shared = share_weights(model, masks, q["bits"][arch], q["index_bits"], q["kmeans_iters"])
         write_shared(model, shared)
         acc_q0 = run.accuracy(model, data.test)
-        reseed(run, f"{arch} centroid fine-tuning")
+        run.reseed(f"han2016 {arch} centroid fine-tuning")
         ft = q["finetune"]
-        finetune_centroids(run, model, shared, ft["epochs"], ft["lr"], ft["centroid_lr"])
+        finetune_centroids(run, model, shared, ft["steps"], ft["lr"], ft["centroid_lr"])
         acc = run.accuracy(model, data.test)
 
         stages = stage_parts(model, shared)
@@ -321,8 +327,9 @@ def reproduce(run: Run) -> None:
             metrics[f"storage_compression_{stage}"] = measure.FP32_BITS * dense_params / bits
         bits_desc = "/".join(f"{k}:{v}" for k, v in q["bits"][arch].items())
         run.record(
-            claim, model=arch, metrics=metrics,
-            differs=f"han2015's pruned model; weight bits {bits_desc} (2^b-1 centroids + reserved zero code); "
-                    f"relative indices conv {q['index_bits']['conv']} / fc {q['index_bits']['fc']} bits; "
-                    f"{ft['epochs']} epoch(s) of centroid fine-tuning",
+            claim, model=arch, metrics=metrics, baseline=(arch, "baseline_accuracy"), baseline_spec={},
+            differs=f"han2015's pruned model ({schedule_note(run, arch)}); weight bits {bits_desc} "
+                    f"(2^b-1 centroids + reserved zero code); relative indices conv {q['index_bits']['conv']} / "
+                    f"fc {q['index_bits']['fc']} bits; {ft['steps']} steps of centroid fine-tuning per seed; "
+                    "baseline = han2015's dense model given the same extra steps without pruning",
         )

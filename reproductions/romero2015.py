@@ -18,7 +18,10 @@ labels, 0.65% with KD alone and 0.51% with hints + KD (FitNet): the FitNet beats
 student by 1.39 points and the KD-only student by 0.14. Table 1 (CIFAR-10) has the FitNet (2.5M)
 beat its maxout teacher (9M) by 1.43 points.
 
-Harness differs: Fashion-MNIST subsampled (``train_limit``), a few epochs, no augmentation; the
+Harness differs: Fashion-MNIST subsampled (``train_limit``), a short budget of optimizer steps, no
+augmentation. Every student gets the same ``student.steps`` on the same data: the FitNet spends
+``hint.steps`` of them on stage 1 and the rest on stage 2, so it gets no more updates than the
+hard-label and KD students it is compared with (the paper trains each stage to convergence). The
 teacher is the harness's ``vgg-small`` at a small width (6 conv layers, 3 stages), not a maxout
 network; the student a thin 9-layer conv net (3 stages of 3 conv-BN-ReLU layers, :class:`ConvNet`);
 the hint is the teacher's second stage (its middle) and the guided layer the student's second stage,
@@ -32,7 +35,9 @@ element).
 Shared with the later feature-based distillation papers (imported from here): the cached
 convolutional teacher :func:`train_conv_teacher` with its profile settings :data:`CONV_TEACHER`, the
 thin student family :class:`ConvNet`, :func:`forward_stages` (logits and every stage's feature map),
-:func:`train_conv_student` and :func:`kd_loss_annealed`.
+:func:`train_conv_student`, :func:`remaining_steps` (a two-stage student's second-stage budget),
+:func:`teacher_stage_outputs` (the teacher's feature maps for the training set, computed once) and
+:func:`kd_loss_annealed`.
 """
 
 from __future__ import annotations
@@ -53,18 +58,18 @@ from reproductions.hinton2015 import distillation_loss, teacher_logits
 CONV_TEACHER: dict[str, dict] = {
     "smoke": {
         "dataset": "digits", "train_limit": None, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 0.125, "epochs": 2, "lr": 0.05, "batch_size": 128,
+        "conv_teacher": {"arch": "vgg-small", "width": 0.125, "steps": 22, "lr": 0.05, "batch_size": 128,
                          "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
     },
     "quick": {
         "dataset": "fashion-mnist", "train_limit": 6000, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 0.1875, "epochs": 12, "lr": 0.05, "batch_size": 128,
+        "conv_teacher": {"arch": "vgg-small", "width": 0.1875, "steps": 562, "lr": 0.05, "batch_size": 128,
                          "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
     },
     "paper": {
         # CIFAR-10 with the full-width VGG-style teacher (the paper's teacher is a 9M maxout network).
         "dataset": "cifar10", "train_limit": None, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 1.0, "epochs": 160, "lr": 0.1, "batch_size": 128,
+        "conv_teacher": {"arch": "vgg-small", "width": 1.0, "steps": 62500, "lr": 0.1, "batch_size": 128,
                          "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"},
     },
 }
@@ -74,14 +79,16 @@ PROFILES = {
         **CONV_TEACHER["smoke"], "seeds": 1, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
         "weight_decay": 5e-4,
         "fitnet": {"chans": [4, 8, 16], "per_stage": 2, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"epochs": 1}, "student": {"epochs": 1},
+        "hint": {"steps": 4}, "student": {"steps": 11},
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "quick": {
-        **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
+        # Every student gets ``student.steps`` optimizer steps; the FitNet spends ``hint.steps`` of them
+        # on stage 1 and the rest on stage 2 (same budget and data as the hard-label and KD students).
+        **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 64, "optimizer": "sgd",
         "weight_decay": 5e-4,
         "fitnet": {"chans": [6, 12, 24], "per_stage": 3, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"epochs": 2}, "student": {"epochs": 5},
+        "hint": {"steps": 110}, "student": {"steps": 380},
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "paper": {
@@ -89,7 +96,7 @@ PROFILES = {
         **CONV_TEACHER["paper"], "seeds": 3, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
         "weight_decay": 5e-4,
         "fitnet": {"chans": [32, 64, 128], "per_stage": 5, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"epochs": 60}, "student": {"epochs": 160},
+        "hint": {"steps": 23438}, "student": {"steps": 85938},
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
 }
@@ -190,27 +197,51 @@ def teacher_stages(teacher: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return forward_stages(teacher, x)[1]
 
 
+@torch.no_grad()
+def teacher_stage_outputs(run: Run, teacher: nn.Module, stages: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The frozen teacher's feature maps at ``stages`` for every training example, computed once (the
+    training data are not augmented, so they do not change): a loss looks them up by the batch's
+    example indices instead of running the teacher at every step."""
+    x = run.dataset().train.x
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in stages}
+    for start in range(0, len(x), 1000):
+        maps = teacher_stages(teacher, x[start:start + 1000].to(run.device))
+        for i in stages:
+            out[i].append(maps[i])
+    return {i: torch.cat(m) for i, m in out.items()}
+
+
 # ----------------------------------------------------------------------------- student training
 def train_conv_student(run: Run, student: nn.Module, desc: str,
                        loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-                       | None = None, section: str = "student", **hooks) -> nn.Module:
-    """Train a student on the full training set with the profile's ``student`` schedule; without
-    ``loss_fn``, on the hard labels (cross-entropy)."""
+                       | None = None, section: str = "student", steps: int | None = None, **hooks) -> nn.Module:
+    """Train a student on the full training set with the profile's ``student`` schedule (``steps``
+    optimizer steps if given: the second stage of a two-stage method); without ``loss_fn``, on the
+    hard labels (cross-entropy)."""
     if loss_fn is not None:
         hooks["loss_fn"] = loss_fn
-    return run.train(student, run.dataset().train, run.train_config(section), desc=desc, **hooks)
+    cfg = run.train_config(section, **({} if steps is None else {"steps": steps}))
+    return run.train(student, run.dataset().train, cfg, desc=desc, **hooks)
 
 
-def kd_loss_annealed(run: Run, teacher_out: torch.Tensor, section: str = "student"
+def remaining_steps(run: Run, first_stage: str) -> int:
+    """The steps left of the ``student`` budget after a first stage of ``first_stage`` steps: a
+    two-stage student gets the same number of optimizer steps in all as the one-stage students."""
+    total, first = run.config["student"]["steps"], run.config[first_stage]["steps"]
+    if first >= total:
+        raise ValueError(f"'{first_stage}' steps ({first}) must be fewer than the student's ({total})")
+    return total - first
+
+
+def kd_loss_annealed(run: Run, teacher_out: torch.Tensor, steps: int
                      ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """FitNets' KD objective ``H(y, P_S) + lambda * H(P_T^tau, P_S^tau)`` with ``lambda`` annealed
-    linearly from ``lambda_start`` to ``lambda_end`` over the training steps. The soft term is
-    Hinton's (:func:`reproductions.hinton2015.distillation_loss` with weight 1) divided by its
+    linearly from ``lambda_start`` to ``lambda_end`` over the ``steps`` training steps. The soft term
+    is Hinton's (:func:`reproductions.hinton2015.distillation_loss` with weight 1) divided by its
     ``tau²``, as the paper's equation has no such factor."""
     tau = run.config["temperature"]
     lam0, lam1 = run.config["lambda_start"], run.config["lambda_end"]
-    cfg = run.train_config(section)
-    total = max(1, cfg.epochs * -(-len(run.dataset().train) // cfg.batch_size))
+    total = max(1, steps)
     teacher_out = teacher_out.to(run.device)
     state = {"step": 0}
 
@@ -236,10 +267,11 @@ def hint_training(run: Run, student: nn.Module, teacher: nn.Module) -> float:
     spec = run.config["fitnet"]
     hint, guided = spec["hint_stage"], spec["guided_stage"]
     regressor = hint_regressor(stage_channels(student)[guided], stage_channels(teacher)[hint]).to(run.device)
+    hints = teacher_stage_outputs(run, teacher, [hint])[hint]
     last = {"loss": float("nan")}
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        u = teacher_stages(teacher, x)[hint]
+        u = hints[idx.to(hints.device)]
         v = forward_stages(model, x, upto=guided)[1][guided]
         value = 0.5 * (u - regressor(v)).pow(2).mean()
         last["loss"] = value.item()
@@ -258,12 +290,16 @@ def reproduce(run: Run) -> None:
     teacher = train_conv_teacher(run)
     logits = teacher_logits(run, teacher)
 
+    steps = run.config["student"]["steps"]
     hard = train_conv_student(run, conv_student(run, spec["chans"], spec["per_stage"]), "student (hard labels)")
     kd = train_conv_student(run, conv_student(run, spec["chans"], spec["per_stage"]), "student (KD)",
-                            loss_fn=kd_loss_annealed(run, logits))
+                            loss_fn=kd_loss_annealed(run, logits, steps))
+    # The FitNet's two stages share the same budget: hint steps, then the rest of the student's.
     fitnet = conv_student(run, spec["chans"], spec["per_stage"])
     hint_loss = hint_training(run, fitnet, teacher)
-    fitnet = train_conv_student(run, fitnet, "FitNet stage 2 (KD)", loss_fn=kd_loss_annealed(run, logits))
+    stage2 = remaining_steps(run, "hint")
+    fitnet = train_conv_student(run, fitnet, "FitNet stage 2 (KD)", loss_fn=kd_loss_annealed(run, logits, stage2),
+                                steps=stage2)
 
     acc_teacher = run.accuracy(teacher, data.test)
     acc_hard, acc_kd, acc_fit = (run.accuracy(m, data.test) for m in (hard, kd, fitnet))
@@ -280,9 +316,11 @@ def reproduce(run: Run) -> None:
     depth = len([m for m in fitnet.modules() if isinstance(m, nn.Conv2d)])
     model = (f"teacher vgg-small x{run.config['conv_teacher']['width']} (6 conv) -> FitNet "
              f"{depth} conv {'-'.join(map(str, spec['chans']))}")
-    differs = (f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), "
-               f"{run.config['hint']['epochs']} hint + {run.config['student']['epochs']} KD epochs, "
-               "no augmentation; teacher is a small VGG-style conv net, not maxout; "
-               "hint = teacher's stage 2, guided = student's stage 2")
+    differs = (f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), every student "
+               f"{steps} steps (the FitNet {run.config['hint']['steps']} hint + {stage2} KD steps), "
+               f"teacher {run.config['conv_teacher']['steps']} steps, no augmentation; teacher is a small "
+               "VGG-style conv net, not maxout; hint = teacher's stage 2, guided = student's stage 2")
     run.record("mnist-fitnet", model=model, metrics=metrics, differs=differs)
-    run.record("cifar10-fitnet", model=model, metrics=metrics, differs=differs)
+    # This claim's baseline is the (uncompressed) teacher, a harness model.
+    run.record("cifar10-fitnet", model=model, metrics=metrics, differs=differs,
+               baseline=("vgg-small", "teacher_accuracy"), baseline_spec={"width": run.config["conv_teacher"]["width"]})

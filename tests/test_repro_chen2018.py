@@ -81,7 +81,7 @@ def test_transfer_weight_is_chosen_on_training_data_only() -> None:
     train = Split(torch.randn(96, 1, 2, 2), torch.randint(0, 3, (96,)))
     test = Split(torch.full((8, 1, 2, 2), float("nan")), torch.zeros(8, dtype=torch.int64))
     cfg = dict(chen2018.PROFILES["smoke"], transfer_weights=[0.1, 1.0], val_size=32, batch_size=32)
-    cfg["student"] = {"epochs": 1, "hidden": [8], "embed": 4}
+    cfg["student"] = {"steps": 3, "hidden": [8], "embed": 4}
     run = Run("chen2018", "smoke", cfg, 0, progress=False)
     run.dataset = lambda name=None: Dataset("toy", train, test, 3, "test")  # type: ignore[method-assign]
     weight, scores = chen2018.choose_transfer_weight(run, torch.randn(96, 4), "soft")

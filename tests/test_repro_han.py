@@ -3,12 +3,16 @@ k-means weight sharing, relative sparse indices and Huffman coding)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from atlas.harness.run import Run
+from reproductions import han2015, han2016
 from reproductions.han2015 import apply_masks, magnitude_mask, prunable_layers, prune_by_magnitude
 from reproductions.han2016 import (
     SharedLayer,
@@ -126,3 +130,46 @@ def test_iterative_pruning_never_revives_a_connection() -> None:
 
 def test_magnitude_mask_keeps_at_least_one() -> None:
     assert int(magnitude_mask(torch.randn(3, 3), 0.0).sum()) == 1
+
+
+# ------------------------------------------------------------------------------------ budgets
+def _walk(obj: object):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _walk(v)
+
+
+@pytest.mark.parametrize("module", [han2015, han2016])
+def test_profiles_count_steps_and_quick_has_seeds(module) -> None:
+    for profile in module.PROFILES.values():
+        assert "epochs" not in set(_walk(profile))
+    assert module.PROFILES["quick"]["seeds"] >= 3
+
+
+def _smoke_run(tmp_path: Path, seed: int, train_size: int | None = None) -> Run:
+    cfg = copy.deepcopy(han2015.PROFILES["smoke"])
+    return Run("han2015", "smoke", cfg, seed, cache_dir=tmp_path, progress=False, train_size=train_size)
+
+
+@pytest.mark.parametrize("train_size", [None, 300])
+def test_pruning_and_its_baseline_get_the_same_steps_on_any_data_size(tmp_path: Path, train_size) -> None:
+    run = _smoke_run(tmp_path, 0, train_size)
+    cfg = han2015.PROFILES["smoke"]["archs"]["lenet-300-100"]
+    han2015.train_pruned(run, "lenet-300-100")
+    han2015.train_control(run, "lenet-300-100")
+    trained = [b for b in run.budgets if not b.get("from_cache")]
+    steps = {kind: [b["steps"] for b in trained if kind in b["stage"]] for kind in ("dense", "prune", "control")}
+    assert steps["dense"] and set(steps["dense"]) == {cfg["dense"]["steps"]}
+    assert steps["prune"] == steps["control"] == [cfg["retrain"]["steps"]] * cfg["rounds"]
+
+
+def test_a_shared_dense_model_is_the_same_for_every_seed_but_pruning_is_per_seed(tmp_path: Path) -> None:
+    arch = "lenet-5"
+    assert han2015.PROFILES["smoke"]["archs"][arch]["dense_per_seed"] is False
+    runs = [_smoke_run(tmp_path, seed) for seed in (0, 1)]
+    dense = [han2015.train_dense(r, arch).state_dict() for r in runs]
+    assert all(torch.equal(dense[0][k], dense[1][k]) for k in dense[0])
+    assert [hit["model"] for hit in runs[1].cache_hits] == [f"han2015-{arch}-dense"]  # seed 1 loaded seed 0's
+    pruned = [han2015.train_pruned(r, arch)[0].state_dict() for r in runs]
+    assert not all(torch.equal(pruned[0][k], pruned[1][k]) for k in pruned[0])

@@ -101,3 +101,28 @@ def test_ternary_storage_counts_codes_alpha_and_biases() -> None:
     parts = {p.name: p.bits for p in ternary_storage(model)}
     # layer 0: 40 codes -> 10 bytes; layer 2: 12 codes -> 3 bytes; one fp32 alpha each; 4 fp32 biases
     assert parts == {"0.weight": 80, "0.alpha": 32, "2.weight": 24, "2.alpha": 32, "0.bias": 128}
+
+
+@pytest.mark.parametrize("key", ["courbariaux2015", "li2016"])
+def test_profiles_are_step_budgets_with_enough_seeds(key: str) -> None:
+    import importlib
+
+    from atlas.harness.training import TrainConfig
+
+    profiles = importlib.import_module(f"reproductions.{key}").PROFILES
+    for name, cfg in profiles.items():
+        assert "epochs" not in cfg and cfg["steps"] > 0, name
+        TrainConfig.from_dict(cfg)
+    assert profiles["quick"]["seeds"] >= 3
+
+
+def test_binary_storage_counts_signs_at_one_bit_and_bn_in_fp32() -> None:
+    from reproductions.courbariaux2015 import BinaryConv2d, bc_mlp, binary_storage, quantize_layers
+
+    model = quantize_layers(bc_mlp((1, 4, 4), 3, [8]), BinaryLinear, BinaryConv2d)
+    parts = {p.name: p.bits for p in binary_storage(model)}
+    # 16x8 and 8x3 signs -> 16 and 3 bytes; BN scale and shift of 8 and 3 units in fp32
+    assert parts == {"1.weight": 128, "4.weight": 24, "2.weight": 256, "2.bias": 256, "5.weight": 96,
+                     "5.bias": 96}
+    signs = sum(b for n, b in parts.items() if n in ("1.weight", "4.weight"))
+    assert 32 * (16 * 8 + 8 * 3) / signs == 32.0  # weight_storage_compression: the weight matrices alone

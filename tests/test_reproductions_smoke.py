@@ -12,7 +12,8 @@ import pytest
 from atlas.catalogue import load_catalogue
 from atlas.harness import registry
 from atlas.harness.runner import Request, reproduce
-from atlas.verdict import VERDICTS
+from atlas.reference import load_references
+from atlas.verdict import VERDICTS, judge_record
 
 KEYS = list(registry.discover())
 
@@ -22,16 +23,27 @@ def test_smoke_profile(key: str, tmp_path: Path) -> None:
     record, reused = reproduce(Request(key, "smoke", results_dir=tmp_path, progress=False))
     assert not reused
     paper = load_catalogue().get(key)
-    assert record.verdict in VERDICTS
+    judged = judge_record(record, paper, load_references())
+    assert judged.verdict in VERDICTS
     assert record.outcomes, f"{key} recorded no outcome"
     for outcome in record.outcomes:
         claim = paper.claim(outcome.claim)  # every recorded claim is stated in papers.yaml
-        assert outcome.verdict in VERDICTS
-        for name, stats in outcome.metrics.items():
-            assert all(math.isfinite(v) for v in stats["values"]), f"{key}/{outcome.claim}: {name} is not finite"
-        for check in outcome.checks:
-            assert check["quantity"] in {c.quantity for c in claim.checks}
+        assert judged.claim(claim.id).verdict in VERDICTS
+        for name, metric in outcome.metrics.items():
+            assert len(metric.values) == len(record.seeds)
+            assert all(math.isfinite(v) for v in metric.values), f"{key}/{outcome.claim}: {name} is not finite"
+        # The smoke run records every quantity its claim's checks name.
+        missing = {c.quantity for c in claim.checks} - set(outcome.metrics)
+        assert not missing, f"{key}/{claim.id} does not record {sorted(missing)}"
+        if outcome.baseline is not None:
+            assert outcome.baseline.metric in outcome.metrics
+    assert all(isinstance(b["steps"], int) for b in record.provenance["training"])
     assert (tmp_path / key / "smoke.json").exists()
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_quick_profile_has_at_least_three_seeds(key: str) -> None:
+    assert int(registry.get(key).profiles["quick"].get("seeds", 1)) >= 3
 
 
 def test_sparse_executor_computes_the_same_function() -> None:

@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         papers = [catalogue.get(key) for key in dict.fromkeys(args.keys)]
     if not papers:
         raise AtlasError(f"no papers in category '{args.category}'")
-    records = published(args.results_dir, include_smoke=args.include_smoke)
+    problems: list = []
+    records = published(args.results_dir, include_smoke=args.include_smoke, problems=problems)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     chosen = {p.key for p in papers}
     rows = outcome_rows([r for k, r in records.items() if k in chosen], catalogue, papers=papers)
     if not rows:

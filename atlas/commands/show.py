@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from pathlib import Path
 
+from atlas import results
 from atlas.catalogue import Claim, Paper, load_catalogue
 from atlas.commands.list import has_reproduction
+from atlas.reference import load_references
+from atlas.report import claim_verdict_lines, record_summary
+from atlas.verdict import RecordVerdict, judge_record
 
 NAME = "show"
 HELP = "show one paper: bibliographic data, links, survey notes, reported claims and their checks"
@@ -15,6 +20,9 @@ HELP = "show one paper: bibliographic data, links, survey notes, reported claims
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The paper's key."""
     parser.add_argument("key", metavar="KEY", help="a paper key, e.g. han2015 (see `atlas list`)")
+    parser.add_argument(
+        "--results-dir", type=Path, help="where run records are read (default: results/ or $ATLAS_RESULTS_DIR)"
+    )
 
 
 def _number(value: float | None) -> str:
@@ -49,7 +57,21 @@ def describe_claim(claim: Claim) -> list[str]:
     return lines
 
 
-def describe(paper: Paper) -> str:
+def published_record(key: str, root: Path | None = None) -> tuple[results.Record | None, str | None]:
+    """The paper's published record (paper profile, else quick), or why there is none to show."""
+    base = results.results_dir(root) / key
+    for profile in ("paper", "quick"):
+        path = base / f"{profile}.json"
+        if path.exists():
+            try:
+                return results.load(path), None
+            except results.StaleRecord as exc:
+                return None, str(exc)
+    return None, None
+
+
+def describe(paper: Paper, record: results.Record | None = None, verdict: RecordVerdict | None = None,
+             record_problem: str | None = None) -> str:
     """The full text ``atlas show`` prints."""
     lines = [paper.title, "=" * min(len(paper.title), 100)]
     lines.append(f"key:        {paper.key}")
@@ -73,10 +95,21 @@ def describe(paper: Paper) -> str:
         lines.append(f"  superiority: {s.superiority}")
         lines.append(f"  weakness: {s.weakness}")
     lines.append("")
+    if record is not None and verdict is not None:
+        lines.append(f"published record: {verdict.verdict} ({record_summary(record)})")
+        lines.append(f"  {record.path}")
+    elif record_problem:
+        lines.append(f"published record: unreadable: {record_problem}")
     if paper.claims:
         lines.append(f"claims ({len(paper.claims)}):")
         for claim in paper.claims:
             lines.extend(describe_claim(claim))
+            outcome = record.outcome(claim.id) if record is not None else None
+            cv = verdict.claim(claim.id) if verdict is not None else None
+            if outcome is not None and cv is not None:
+                lines.extend(claim_verdict_lines(outcome, cv))
+            elif record is not None and claim.checks:
+                lines.append(f"    reproduced: not measured by the {record.profile} profile")
     else:
         lines.append("claims: none recorded")
     return "\n".join(lines)
@@ -85,5 +118,7 @@ def describe(paper: Paper) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print one paper; an unknown key raises UnknownKeyError (exit 3) with suggestions."""
     paper = load_catalogue().get(args.key)
-    print(describe(paper))
+    record, problem = published_record(paper.key, args.results_dir)
+    verdict = judge_record(record, paper, load_references()) if record is not None else None
+    print(describe(paper, record, verdict, problem))
     return 0

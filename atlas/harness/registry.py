@@ -56,7 +56,39 @@ class Reproduction:
         return [self.path] + [self.path.parent / f"{k}.py" for k in self.lineage()]
 
 
+HARNESS_DIR = Path(__file__).resolve().parent
+
+
+def lineage_files(path: Path) -> list[Path]:
+    """``path`` and every reproduction file it imports, transitively."""
+    files, stack = [], [path]
+    while stack:
+        current = stack.pop(0)
+        if current in files or not current.exists():
+            continue
+        files.append(current)
+        stack.extend(current.parent / f"{k}.py" for k in imported_reproductions(current))
+    return files
+
+
+def files_hash(paths: list[Path]) -> str:
+    """SHA-256 over the harness's source and ``paths`` (names and contents)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in [*paths, *sorted(HARNESS_DIR.glob("*.py"))]:
+        digest.update(p.name.encode())
+        digest.update(p.read_bytes())
+    return digest.hexdigest()
+
+
+def code_hash_of(path: Path) -> str:
+    """The hash of the code a reproduction file runs: it, the files it builds on, the harness."""
+    return files_hash(lineage_files(path))
+
+
 _REGISTRY: dict[str, Reproduction] = {}
+_BROKEN: dict[str, str] = {}  # module name -> why it failed to import
 _DISCOVERED = False
 
 
@@ -86,14 +118,27 @@ def discover() -> dict[str, Reproduction]:
     if not _DISCOVERED:
         package: ModuleType = importlib.import_module(PACKAGE)
         for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_"):
+            if info.name.startswith("_"):
+                continue
+            try:
                 importlib.import_module(f"{PACKAGE}.{info.name}")
+            except Exception as exc:  # one broken file must not stop every other paper
+                _BROKEN[info.name] = f"{type(exc).__name__}: {exc}"
         _DISCOVERED = True
     return dict(sorted(_REGISTRY.items()))
 
 
+def broken() -> dict[str, str]:
+    """Reproduction files that failed to import, with the error."""
+    discover()
+    return dict(_BROKEN)
+
+
 def get(key: str) -> Reproduction:
     registry = discover()
+    if key not in registry and key in _BROKEN:
+        raise ReproductionError(f"reproductions/{key}.py failed to import: {_BROKEN[key]}",
+                                hint=f"fix the file; run `python -c 'import {PACKAGE}.{key}'` for the traceback")
     if key not in registry:
         close = difflib.get_close_matches(key, list(registry), n=3, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else f"reproduced so far: {', '.join(registry)}"

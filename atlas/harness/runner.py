@@ -1,14 +1,13 @@
-"""Running a reproduction: each seed, aggregation over seeds, verdicts against the claims in
-papers.yaml, provenance, and the atomic write of the record. A record whose configuration and code
-are unchanged is reused unless ``force``."""
+"""Running a reproduction: each seed, the per-seed values gathered into one record with its
+provenance, and the atomic write of the record. A record whose configuration and code are unchanged
+is reused unless ``force``. Verdicts are not decided here: every reader judges a record against the
+claims' current checks (:mod:`atlas.verdict`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +22,6 @@ from atlas.errors import ReproductionError
 from atlas.harness import registry
 from atlas.harness.run import Measured, Run, stable_hash
 from atlas.provenance import device_description, git_commit
-from atlas.verdict import combine, judge
-
-HARNESS_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -40,36 +36,41 @@ class Request:
     force: bool = False
     results_dir: Path | None = None
     progress: bool = True
+    train_size: int | None = None  # train on the first N training examples only
+
+    @property
+    def is_default(self) -> bool:
+        """The profile's own configuration: its record is the published one."""
+        return self.dataset is None and self.seeds is None and self.train_size is None
 
 
 def code_hash(repro: registry.Reproduction) -> str:
     """Hash of the code that produced a record: the paper's file, the files it builds on, the harness."""
-    digest = hashlib.sha256()
-    for path in [*repro.code_files(), *sorted(HARNESS_DIR.glob("*.py"))]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return registry.files_hash(repro.code_files())
 
 
 def default_seeds(repro: registry.Reproduction, profile: str) -> list[int]:
     return list(range(int(repro.profiles[profile].get("seeds", 1))))
 
 
-def aggregate(per_seed: list[list[Measured]]) -> dict[str, tuple[Measured, dict[str, dict]]]:
-    """claim -> (first seed's description, metric -> {mean, std, values})."""
-    out: dict[str, tuple[Measured, dict[str, dict]]] = {}
-    claims = [m.claim for m in per_seed[0]]
-    for claim in claims:
-        rows = [next(m for m in seed if m.claim == claim) for seed in per_seed if any(m.claim == claim for m in seed)]
-        names = [k for k in rows[0].metrics if all(k in r.metrics for r in rows)]
-        stats = {}
-        for name in names:
-            values = [r.metrics[name] for r in rows]
-            stats[name] = {"mean": statistics.fmean(values),
-                           "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                           "values": values}
-        out[claim] = (rows[0], stats)
-    return out
+def gather(per_seed: list[list[Measured]], seeds: list[int], key: str) -> list[results.Outcome]:
+    """One outcome per claim with every metric's per-seed values (in the order of ``seeds``)."""
+    outcomes = []
+    for first in per_seed[0]:
+        rows = []
+        for seed, measured in zip(seeds, per_seed, strict=True):
+            row = next((m for m in measured if m.claim == first.claim), None)
+            if row is None:
+                raise ReproductionError(f"reproductions/{key}.py recorded claim '{first.claim}' for seed "
+                                        f"{seeds[0]} but not for seed {seed}")
+            rows.append(row)
+        names = [k for k in first.metrics if all(k in r.metrics for r in rows)]
+        metrics = {n: results.Metric(values=[r.metrics[n] for r in rows]) for n in names}
+        baseline = results.Baseline(**first.baseline) if first.baseline else None
+        outcomes.append(results.Outcome(claim=first.claim, model=first.model, dataset=first.dataset,
+                                        metrics=metrics, baseline=baseline, differs=first.differs,
+                                        notes=first.notes))
+    return outcomes
 
 
 def reproduce(req: Request, *, catalogue: Catalogue | None = None,
@@ -83,53 +84,62 @@ def reproduce(req: Request, *, catalogue: Catalogue | None = None,
     config = dict(repro.profiles[req.profile])
     if req.dataset:
         config["dataset"] = req.dataset
-    seeds = req.seeds if req.seeds is not None else default_seeds(repro, req.profile)
-    is_default = not req.dataset and req.seeds is None
+    seeds = list(req.seeds) if req.seeds is not None else default_seeds(repro, req.profile)
+    if not seeds:
+        raise ReproductionError("no seeds to run")
     device_kind = torch.device(req.device).type
     config_hash = stable_hash({"key": req.key, "profile": req.profile, "config": config, "seeds": seeds,
-                               "device": device_kind})
+                               "device": device_kind, "train_size": req.train_size})
     chash = code_hash(repro)
     root = results.results_dir(req.results_dir)
-    path = results.record_path(root, req.key, req.profile, config_hash, is_default)
+    path = results.record_path(root, req.key, req.profile, config_hash, req.is_default)
     if path.exists() and not req.force:
-        old = results.load(path)
-        if old.config_hash == config_hash and old.code_hash == chash:
+        try:
+            old = results.load(path)
+        except results.StaleRecord:
+            old = None  # an older schema or a damaged file: this run replaces it
+        if old is not None and old.config_hash == config_hash and old.code_hash == chash:
             return old, True
 
     started = time.perf_counter()
     per_seed: list[list[Measured]] = []
+    budgets, cache_hits, trained_here = [], {}, set()
     for i, seed in enumerate(seeds):
         if on_seed:
             on_seed(i, seed)
         run = Run(req.key, req.profile, config, seed, device=req.device, data_dir=req.data_dir,
-                  allow_download=req.download, progress=req.progress)
+                  allow_download=req.download, progress=req.progress, train_size=req.train_size)
         repro.fn(run)
         if not run.measured:
             raise ReproductionError(f"reproductions/{req.key}.py recorded nothing (it must call run.record)")
+        for m in run.measured:
+            paper.claim(m.claim)  # a claim id papers.yaml does not know -> a clear error
         per_seed.append(run.measured)
+        budgets = budgets or run.budgets
+        trained_here.update(run.cache_trained)
+        # Models this run trained for an earlier seed and reused for this one do not make it warm.
+        earlier = [h for h in run.cache_hits if h["file"] not in trained_here]
+        if earlier:
+            cache_hits[str(seed)] = earlier
     wall = time.perf_counter() - started
 
-    outcomes = []
-    for claim_id, (first, stats) in aggregate(per_seed).items():
-        claim = paper.claim(claim_id)
-        verdict, checks = judge(claim, {k: v["mean"] for k, v in stats.items()})
-        differs = first.differs
-        if claim.dataset and claim.dataset.lower().replace("-", "") != first.dataset.lower().replace("-", ""):
-            note = (f"measured on {first.dataset}, the paper on {claim.dataset}: absolute numbers differ; "
-                    "the checks compare relative quantities")
-            differs = f"{differs}; {note}" if differs else note
-        outcomes.append(results.Outcome(claim_id, first.model, first.dataset, stats, verdict,
-                                        [c.to_dict() for c in checks], differs, first.notes))
+    outcomes = gather(per_seed, seeds, req.key)
     provenance = {
         **git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "profile": req.profile, "seeds": seeds, "dataset": config.get("dataset"),
+        "train_size": req.train_size,
         "torch": torch.__version__, "python": platform.python_version(), "atlas": __version__,
         "platform": platform.platform(), "device": device_description(req.device),
-        "wall_time_s": round(wall, 2), "config_hash": config_hash, "code_hash": chash,
+        "wall_time_s": round(wall, 2),
+        # cold: every model this run used it trained itself; otherwise the cached models it loaded
+        # (trained by an earlier run), per seed, with the code hash of the code that trained them.
+        "cold": not cache_hits, "cache_hits": cache_hits,
+        "training": budgets,
+        "config_hash": config_hash, "code_hash": chash,
         "command": " ".join(["atlas", *sys.argv[1:]]) if os.path.basename(sys.argv[0]) == "atlas" else None,
     }
-    record = results.Record(req.key, req.profile, config, config_hash, chash, seeds, outcomes,
-                            combine(o.verdict for o in outcomes), provenance)
+    record = results.Record(key=req.key, profile=req.profile, seeds=seeds, config_hash=config_hash,
+                            code_hash=chash, config=config, outcomes=outcomes, provenance=provenance)
     results.save(record, path)
     return record, False

@@ -1,5 +1,10 @@
 """Training and evaluation, seeded and deterministic on the CPU: the same seed gives the same numbers.
 
+Budgets are counted in optimizer steps (``TrainConfig.steps``), never in epochs: a data set of
+another size gets the same number of updates (more passes over a small set, fewer over a large one),
+so a baseline converges as far on any data set as on the one a profile was written for, and a
+baseline and its compressed model given the same ``steps`` get the same budget.
+
 A paper changes training through three hooks rather than a loop of its own: ``loss_fn`` (the paper's
 objective, e.g. a distillation loss), ``before_step`` (e.g. binarising weights for the forward pass)
 and ``after_step`` (e.g. re-applying a pruning mask, clipping latent weights).
@@ -50,7 +55,7 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
 
 @dataclass
 class TrainConfig:
-    epochs: int
+    steps: int  # optimizer steps (mini-batches), whatever the size of the training set
     lr: float = 0.1
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd (momentum 0.9) | adam
@@ -60,7 +65,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict) -> TrainConfig:
+        if "epochs" in cfg:
+            raise ValueError("training budgets are optimizer steps ('steps'), not 'epochs'")
+        if "steps" not in cfg:
+            raise ValueError("a training configuration needs 'steps' (optimizer steps)")
         return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+
+    def epochs_on(self, n_examples: int) -> float:
+        """How many passes over ``n_examples`` this budget makes."""
+        return self.steps * self.batch_size / max(1, n_examples)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -96,17 +109,20 @@ def train(
     desc: str = "train",
     progress: bool = True,
 ) -> nn.Module:
-    """Train ``model`` on ``data`` for ``cfg.epochs`` epochs with the given hooks; returns the model."""
+    """Train ``model`` on ``data`` for ``cfg.steps`` optimizer steps with the given hooks (the data
+    reshuffled at each pass); returns the model."""
     model.to(device).train()
     opt = optimizer or make_optimizer(params if params is not None else model.parameters(), cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    steps_per_epoch = -(-len(data) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.steps
     step = 0
     bar = tqdm(total=total, desc=desc, leave=False, disable=not progress or not sys.stderr.isatty(),
                unit="step", file=sys.stderr)
-    for _ in range(cfg.epochs):
+    loss = None
+    while step < total:
         for x, y, idx in batches(data, cfg.batch_size, shuffle=True, generator=generator, device=device):
+            if step >= total:
+                break
             factor = _lr_factor(cfg.schedule, step, total)
             for group, base in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
@@ -119,7 +135,8 @@ def train(
             if after_step is not None:
                 after_step(model)
             step += 1
-            bar.update(1)
+        bar.update(step - bar.n)
+    if loss is not None:
         bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     for group, base in zip(opt.param_groups, base_lrs, strict=True):

@@ -13,7 +13,9 @@ from pathlib import Path
 import atlas
 from atlas.catalogue import Catalogue, Claim, Paper, load_catalogue
 from atlas.lineage import PACKAGE, imported_reproductions
-from atlas.results import Outcome, Record, published
+from atlas.reference import load_references
+from atlas.results import Outcome, Record, StaleRecord, published
+from atlas.verdict import ClaimVerdict, RecordVerdict, judge_record
 
 __all__ = ["ReproductionInfo", "SiteData", "collect", "imported_reproductions", "primary_claim"]
 
@@ -42,9 +44,20 @@ class SiteData:
     catalogue: Catalogue
     records: dict[str, Record]
     reproductions: dict[str, ReproductionInfo]
+    verdicts: dict[str, RecordVerdict] = field(default_factory=dict)  # judged now, from the records
+    unreadable: list[str] = field(default_factory=list)  # records that could not be read, and why
 
     def record(self, key: str) -> Record | None:
         return self.records.get(key)
+
+    def verdict(self, key: str) -> str | None:
+        """The paper's verdict over all its judged claims, or None without a record."""
+        v = self.verdicts.get(key)
+        return v.verdict if v else None
+
+    def claim_verdict(self, key: str, claim_id: str) -> ClaimVerdict | None:
+        v = self.verdicts.get(key)
+        return v.claim(claim_id) if v else None
 
     def outcome(self, key: str, claim: Claim) -> Outcome | None:
         record = self.records.get(key)
@@ -113,8 +126,12 @@ def collect(results_root: Path | None = None) -> SiteData:
     only when ``ATLAS_SITE_SMOKE=1`` (they prove the code runs, not the claim)."""
     include_smoke = os.environ.get("ATLAS_SITE_SMOKE", "") not in ("", "0")
     catalogue = load_catalogue()
-    records = {k: r for k, r in published(results_root, include_smoke=include_smoke).items() if k in catalogue}
-    return SiteData(catalogue, records, scan_reproductions())
+    problems: list[StaleRecord] = []
+    records = {k: r for k, r in published(results_root, include_smoke=include_smoke, problems=problems).items()
+               if k in catalogue}
+    refs = load_references()
+    verdicts = {k: judge_record(r, catalogue.get(k), refs) for k, r in records.items()}
+    return SiteData(catalogue, records, scan_reproductions(), verdicts, [str(p) for p in problems])
 
 
 def primary_claim(paper: Paper, data: SiteData) -> Claim | None:

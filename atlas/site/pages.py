@@ -15,10 +15,11 @@ from collections import Counter
 
 from atlas.bibtex import to_bibtex
 from atlas.catalogue import CATEGORIES, Claim, Paper
+from atlas.errors import CatalogueError
 from atlas.report import fmt, measured_text, reported_text, target_text
 from atlas.results import Outcome, Record
 from atlas.site.data import SiteData, primary_claim
-from atlas.verdict import VERDICTS
+from atlas.verdict import VERDICTS, ClaimVerdict
 
 CATEGORY_TITLES = {
     "survey": "Surveys",
@@ -105,7 +106,7 @@ def paper_line_md(paper: Paper, from_page: str) -> str:
 
 
 def coverage(data: SiteData) -> dict[str, int]:
-    verdicts = Counter(r.verdict for r in data.records.values())
+    verdicts = Counter(data.verdict(k) for k in data.records)
     out = {
         "papers catalogued": len(data.catalogue),
         "with the survey's notes": sum(1 for p in data.catalogue if p.survey),
@@ -146,8 +147,7 @@ def home_page(data: SiteData, intro: str = "") -> str:
     rows = []
     for cat in CATEGORIES:
         papers = data.catalogue.filter(category=cat)
-        recs = [data.records[p.key] for p in papers if p.key in data.records]
-        verdicts = Counter(r.verdict for r in recs)
+        verdicts = Counter(data.verdict(p.key) for p in papers if p.key in data.records)
         rows.append([
             f"[{md(category_title(cat))}]({rel(page, category_path(cat))})",
             str(len(papers)),
@@ -169,14 +169,15 @@ def home_page(data: SiteData, intro: str = "") -> str:
         rows = []
         for rec in newest:
             paper = data.catalogue.get(rec.key)
-            measured = "; ".join(filter(None, (measured_text(o) for o in rec.outcomes)))
+            measured = "; ".join(filter(None, (measured_text(o, data.claim_verdict(rec.key, o.claim))
+                                               for o in rec.outcomes)))
             rows.append([
                 md(_record_date(rec)[:10] or "–"),
                 paper_line_md(paper, page),
                 md(paper.title),
                 md(rec.profile),
                 md(measured or "–"),
-                verdict_badge(rec.verdict),
+                verdict_badge(data.verdict(rec.key)),
             ])
         lines += [md_table(["Date", "Paper", "Title", "Profile", "Measured", "Verdict"], rows), ""]
     lines += [
@@ -193,10 +194,16 @@ def home_page(data: SiteData, intro: str = "") -> str:
         "```",
         "",
         "Verdicts compare each reported claim with the harness's measurement by the tolerance the "
-        "claim states in `papers.yaml`: every check passes, "
-        f"{verdict_badge('reproduced')}; some pass, {verdict_badge('partly')}; none pass, "
-        f"{verdict_badge('not reproduced')}; the run measured nothing a check names, "
-        f"{verdict_badge('not comparable')}.",
+        "claim states in `papers.yaml`, judged on the 95% Student-t interval over seeds (n seeds, "
+        "shown with every number): a check passes when the whole interval is on the passing side of "
+        "its threshold, fails when it is wholly on the failing side, and is otherwise inconclusive. "
+        f"Every check passes: {verdict_badge('reproduced')}; some pass, some fail: {verdict_badge('partly')}; "
+        f"some fail, none passes: {verdict_badge('not reproduced')}; none fails, some inconclusive: "
+        f"{verdict_badge('inconclusive')}; the run measured nothing a check names: "
+        f"{verdict_badge('not comparable')}. An accuracy check cannot fail when the run's baseline is "
+        "more than 1 pp below its model's reference accuracy (a long schedule, `atlas calibrate`): "
+        "it is inconclusive, \"baseline not converged\". Verdicts are computed when a page is built, "
+        "from the recorded per-seed values and the claims' current checks.",
         "",
     ]
     return "\n".join(lines)
@@ -214,10 +221,10 @@ def _claim_summary(claim: Claim | None) -> str:
     return f"{text} ({claim.dataset})"
 
 
-def _outcome_summary(outcome: Outcome | None, record: Record | None) -> str:
+def _outcome_summary(outcome: Outcome | None, record: Record | None, cv: ClaimVerdict | None = None) -> str:
     if outcome is None or record is None:
         return ""
-    measured = measured_text(outcome) or "measured, no check quantity"
+    measured = measured_text(outcome, cv) or "measured, no check quantity"
     return f"{measured} ({outcome.dataset}, {record.profile} profile)"
 
 
@@ -273,7 +280,8 @@ def comparison_page(data: SiteData) -> str:
         record = data.record(paper.key)
         outcome = data.outcome(paper.key, claim) if claim else None
         # The paper's verdict over all its judged claims (the page lists each claim's own verdict).
-        verdict = record.verdict if record else ("not run" if claim and claim.checks else "")
+        verdict = data.verdict(paper.key) if record else ("not run" if claim and claim.checks else "")
+        cv = data.claim_verdict(paper.key, claim.id) if claim else None
         more = len(paper.claims) - 1
         reported = _claim_summary(claim)
         if more > 0:
@@ -291,7 +299,7 @@ def comparison_page(data: SiteData) -> str:
             h(s.superiority) if s else "",
             h(s.weakness) if s else "",
             (f'<span title="{h(f"{claim.model}; {claim.source}")}">{h(reported)}</span>' if claim else ""),
-            (f'<span title="{h(outcome.model)}">{h(_outcome_summary(outcome, record))}</span>' if outcome else ""),
+            (f'<span title="{h(outcome.model)}">{h(_outcome_summary(outcome, record, cv))}</span>' if outcome else ""),
             verdict_badge(verdict) if verdict else "",
         ]
         row = [f'<tr data-categories="{h(" ".join(paper.categories))}" data-verdict="{h(verdict)}">']
@@ -397,8 +405,9 @@ def category_page(data: SiteData, cat: str, points: list, image: str) -> str:
             md(paper.venue.short),
             "yes" if paper.key in data.reproductions else "",
             md(_claim_summary(claim)) if claim else "",
-            md(_outcome_summary(outcome, record)),
-            verdict_badge(outcome.verdict) if outcome else "",
+            md(_outcome_summary(outcome, record, data.claim_verdict(paper.key, claim.id) if claim else None)),
+            verdict_badge(data.claim_verdict(paper.key, claim.id).verdict) if outcome and claim
+            and data.claim_verdict(paper.key, claim.id) else "",
         ])
     lines += [md_table(["Paper", "Title", "Year", "Venue", "Reproduction", "Reported", "Reproduced", "Verdict"],
                        rows), ""]
@@ -421,7 +430,7 @@ def papers_index_page(data: SiteData) -> str:
             str(paper.year),
             md(paper.venue.short),
             ", ".join(f"[{md(c)}]({rel(page, category_path(c))})" for c in paper.categories),
-            verdict_badge(record.verdict) if record else ("reproduction" if paper.key in data.reproductions else ""),
+            verdict_badge(data.verdict(paper.key)) if record else ("reproduction" if paper.key in data.reproductions else ""),
         ])
     return "\n".join([
         "# All papers",
@@ -485,43 +494,44 @@ def _provenance_table(record: Record) -> list[str]:
     return [md_table(["Provenance", ""], rows)]
 
 
-def _outcome_block(paper: Paper, outcome: Outcome) -> list[str]:
+def _outcome_block(paper: Paper, outcome: Outcome, cv: ClaimVerdict | None) -> list[str]:
     try:
         claim = paper.claim(outcome.claim)
         reported = reported_text(claim) or claim.metric
         setting = f"{claim.model} / {claim.dataset}"
         source = claim.source
-    except Exception:  # a record for a claim the catalogue no longer has
+    except CatalogueError:  # a record for a claim the catalogue no longer has
         reported, setting, source = "–", "–", ""
     lines = [
-        f"### {code(outcome.claim)} {verdict_badge(outcome.verdict)}",
+        f"### {code(outcome.claim)} {verdict_badge(cv.verdict if cv else None)}",
         "",
         md_table(["", "Setting", "Number", "Note"], [
             ["Reported", md(setting), md(reported), md(f"the paper, {source}" if source else "the paper")],
-            ["Reproduced", md(f"{outcome.model} / {outcome.dataset}"), md(measured_text(outcome) or "–"),
+            ["Reproduced", md(f"{outcome.model} / {outcome.dataset}"), md(measured_text(outcome, cv) or "–"),
              md(f"harness differs: {outcome.differs}" if outcome.differs else "the harness")],
         ]),
     ]
-    if outcome.checks:
+    if cv is not None and cv.checks:
         rows = []
-        for c in outcome.checks:
-            value = c.get("value")
-            passed = c.get("passed")
+        for c in cv.checks:
+            iv = c.interval
+            ci = "–" if iv is None or iv.lo is None else f"[{fmt(iv.lo)}, {fmt(iv.hi)}]"
             rows.append([
-                code(c.get("quantity")),
-                md(c.get("rule")),
-                "–" if value is None else fmt(float(value)),
-                "not measured" if passed is None else ("pass" if passed else "fail"),
+                code(c.quantity), md(c.rule), "–" if iv is None else fmt(iv.mean), md(ci),
+                "–" if iv is None else str(iv.n), md(c.state + (f" ({c.reason})" if c.reason else "")),
             ])
-        lines += [md_table(["Quantity", "Check", "Measured (mean)", "Result"], rows)]
+        lines += ["", md_table(["Quantity", "Check", "Mean", "95% interval", "n", "Result"], rows)]
+    if cv is not None and cv.notes:
+        lines += ["", *[f"- {md(n)}" for n in cv.notes]]
     metric_rows = []
-    for name, stats in outcome.metrics.items():
-        n = len(stats.get("values") or [])
-        sd = f" ± {fmt(stats.get('std'), 2)}" if n > 1 and stats.get("std") is not None else ""
-        metric_rows.append([code(name), f"{fmt(stats.get('mean'))}{sd}", str(n)])
+    for name, metric in outcome.metrics.items():
+        iv = metric.interval
+        ci = "–" if iv.lo is None else f"[{fmt(iv.lo)}, {fmt(iv.hi)}]"
+        metric_rows.append([code(name), fmt(iv.mean), ci, ", ".join(fmt(v) for v in metric.values)])
     if metric_rows:
         lines += ["", '??? abstract "Every metric the run recorded"', "",
-                  *["    " + ln for ln in md_table(["Metric", "Mean ± std", "Seeds"], metric_rows).splitlines()], ""]
+                  *["    " + ln for ln in md_table(["Metric", "Mean", "95% interval", "Per seed"],
+                                                   metric_rows).splitlines()], ""]
     if outcome.notes:
         lines += ["", md(outcome.notes), ""]
     return lines
@@ -561,7 +571,8 @@ def paper_page(data: SiteData, paper: Paper) -> str:
     if paper.listed_in:
         facts.append(["Listed in", h(", ".join(paper.listed_in))])
     record = data.record(paper.key)
-    facts.append(["Result", verdict_badge(record.verdict) + f" ({h(record.profile)} profile)" if record
+    facts.append(["Result", verdict_badge(data.verdict(paper.key)) + f" ({h(record.profile)} profile, "
+                  f"n={len(record.seeds)} seeds)" if record
                   else ("not run yet" if paper.key in data.reproductions else "no reproduction yet")])
     lines += ['<table class="atlas-facts">',
               *[f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts],
@@ -587,12 +598,13 @@ def paper_page(data: SiteData, paper: Paper) -> str:
     info = data.reproductions.get(paper.key)
     if record is not None:
         lines += [
-            f"Published result: {verdict_badge(record.verdict)} on the **{md(record.profile)}** profile, "
-            f"seeds {md(', '.join(str(s) for s in record.seeds))}.",
+            f"Published result: {verdict_badge(data.verdict(paper.key))} on the **{md(record.profile)}** "
+            f"profile, n={len(record.seeds)} seeds ({md(', '.join(str(s) for s in record.seeds))}); "
+            "numbers are means with their 95% interval over the seeds.",
             "",
         ]
         for outcome in record.outcomes:
-            lines += _outcome_block(paper, outcome)
+            lines += _outcome_block(paper, outcome, data.claim_verdict(paper.key, outcome.claim))
             lines.append("")
         lines += _provenance_table(record)
         lines.append("")

@@ -1,0 +1,91 @@
+"""Reference accuracies: how well each harness model does on each data set when trained long.
+
+``atlas calibrate`` trains a harness model with :data:`REFERENCE_RECIPE` (a long schedule, the
+same for every model) and keeps the per-seed test accuracies as a reference record,
+``results/reference/<dataset>/<model>-n<train size>-t<test size>.json`` (``$ATLAS_REFERENCE_DIR``). A run's baseline that falls
+more than :data:`CONVERGENCE_MARGIN_PP` below the reference of its model, data set and sizes has not
+converged: the claim's accuracy checks cannot fail on it (:mod:`atlas.verdict` makes them
+*inconclusive*, "baseline not converged"). This module reads references; it needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from atlas import ROOT
+from atlas.errors import AtlasError
+from atlas.results import Baseline, Metric, write_atomic
+
+SCHEMA_VERSION = 1
+#: How far (percentage points of test accuracy) a baseline may fall below its model's reference.
+CONVERGENCE_MARGIN_PP = 1.0
+#: The long schedule every reference is trained with: optimizer steps, not epochs, so a data set of
+#: any size gets the same training.
+REFERENCE_RECIPE: dict[str, Any] = {
+    "steps": 6000, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine",
+}
+
+
+class ReferenceRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
+    model: str
+    spec: dict[str, Any] = Field(default_factory=dict)
+    dataset: str
+    train_size: int
+    test_size: int
+    recipe: dict[str, Any]
+    seeds: list[int]
+    accuracy: Metric
+    provenance: dict[str, Any]
+
+    def matches(self, baseline: Baseline) -> bool:
+        return (self.model, self.spec, self.dataset, self.train_size, self.test_size) == (
+            baseline.model, baseline.spec, baseline.dataset, baseline.train_size, baseline.test_size)
+
+
+def reference_dir(root: Path | None = None) -> Path:
+    """``root``, else ``$ATLAS_REFERENCE_DIR``, else the published ``results/reference`` (the same
+    references whatever results folder a run writes to)."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("ATLAS_REFERENCE_DIR", ROOT / "results" / "reference"))
+
+
+def _spec_tag(spec: dict[str, Any]) -> str:
+    if not spec:
+        return ""
+    return "-" + "-".join(f"{k}{v}" for k, v in sorted(spec.items()))
+
+
+def reference_path(model: str, spec: dict[str, Any], dataset: str, train_size: int, test_size: int,
+                   root: Path | None = None) -> Path:
+    return reference_dir(root) / dataset / f"{model}{_spec_tag(spec)}-n{train_size}-t{test_size}.json"
+
+
+def load_references(root: Path | None = None) -> list[ReferenceRecord]:
+    """Every reference record; an unreadable one raises an error naming the file."""
+    out = []
+    for path in sorted(reference_dir(root).glob("*/*.json")):
+        try:
+            out.append(ReferenceRecord.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, ValidationError) as exc:
+            raise AtlasError(f"reference record {path} is unreadable: {str(exc).splitlines()[0]}",
+                             hint="recreate it with `atlas calibrate` (or restore it with git)") from None
+    return out
+
+
+def find(baseline: Baseline, references: list[ReferenceRecord]) -> ReferenceRecord | None:
+    return next((r for r in references if r.matches(baseline)), None)
+
+
+def save_reference(ref: ReferenceRecord, root: Path | None = None) -> Path:
+    path = reference_path(ref.model, ref.spec, ref.dataset, ref.train_size, ref.test_size, root)
+    write_atomic(path, json.dumps(ref.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    return path
