@@ -64,7 +64,7 @@ PROFILES = {
         # are left to the paper profile to give the students a budget they converge on.
         **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 64, "optimizer": "sgd",
         "weight_decay": 5e-4, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
-        "student": {"steps": 800}, "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
+        "student": {"steps": 600}, "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
         "kernels": ["poly"],
     },
     "paper": {

@@ -88,7 +88,7 @@ PROFILES = {
         **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 64, "optimizer": "sgd",
         "weight_decay": 5e-4,
         "fitnet": {"chans": [6, 12, 24], "per_stage": 3, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"steps": 110}, "student": {"steps": 380},
+        "hint": {"steps": 90}, "student": {"steps": 320},
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "paper": {

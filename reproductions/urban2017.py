@@ -54,7 +54,7 @@ PROFILES = {
         # paper profile to give the students a budget they converge on.
         **CONV_TEACHER["quick"], "seeds": 3, "lr": 1e-3, "batch_size": 64, "optimizer": "adam",
         "students": {"mlp": {"convs": [], "hidden": 512}, "conv2": {"convs": [16, 32], "hidden": 128}},
-        "student": {"steps": 800},
+        "student": {"steps": 600},
     },
     "paper": {
         # Sec. 3: students with 0-4 conv layers of 32-256 channels and a wide hidden layer.

@@ -15,3 +15,17 @@ def test_dominant_kernel_conv_shape_and_size() -> None:
     # 16*1*9 dominant-kernel weights + 16*32 coefficients, against 16*32*9
     assert measure.count_params(dk) == 16 * 9 + 16 * 32
     assert measure.count_params(conv) / measure.count_params(dk) > 6
+
+
+def test_kp_student_gets_the_same_step_budget() -> None:
+    """Pre-regression steps come out of the student's budget, not on top of it."""
+    from reproductions.romero2015 import remaining_steps
+    from reproductions.wang2016 import PROFILES
+
+    class _Run:
+        def __init__(self, config: dict) -> None:
+            self.config = config
+
+    for profile in PROFILES.values():
+        run = _Run(profile)
+        assert remaining_steps(run, "kp") + profile["kp"]["steps"] == profile["student"]["steps"]

@@ -13,3 +13,21 @@ def test_attention_map_is_unit_norm_and_channel_count_free() -> None:
     # the map depends on sum_c A_c², not on how many channels carry it
     assert torch.allclose(attention_map(torch.cat([a, a], 1)), q, atol=1e-6)
     assert at_loss(a, q).item() < 1e-10
+
+
+def test_at_loss_is_the_authors_form() -> None:
+    """The authors' code: at(x) = F.normalize(x.pow(2).mean(1).view(B, -1)), at_loss =
+    (at(x) - at(y)).pow(2).mean(), i.e. ||Q_s - Q_t||² divided by the batch and the map size, used
+    with beta = 1000 as beta/2 * sum over groups."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3, 6, 6), torch.randn(4, 5, 6, 6)
+
+    def at(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+
+    expected = (at(s) - at(t)).pow(2).mean()
+    assert torch.allclose(at_loss(s, attention_map(t)), expected)
+    per_example = (at(s) - at(t)).norm(dim=1).pow(2)
+    assert torch.allclose(expected, per_example.sum() / (4 * 36))
