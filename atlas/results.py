@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atlas import ROOT
 from atlas.errors import AtlasError
@@ -51,11 +51,6 @@ class Metric(_Strict):
     """One quantity's per-seed values, in the order of the record's seeds."""
 
     values: list[float] = Field(min_length=1)
-
-    @field_validator("values")
-    @classmethod
-    def _finite_or_nan(cls, values: list[float]) -> list[float]:
-        return [float(v) for v in values]
 
     @property
     def interval(self) -> Interval:

@@ -5,6 +5,7 @@ its own file and its entry in papers.yaml."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -41,19 +42,11 @@ class Reproduction:
 
     def lineage(self) -> list[str]:
         """Every reproduction this one builds on, transitively, nearest first."""
-        seen: list[str] = []
-        stack = list(self.builds_on)
-        while stack:
-            key = stack.pop(0)
-            if key in seen or key == self.key:
-                continue
-            seen.append(key)
-            stack.extend(imported_reproductions(self.path.parent / f"{key}.py"))
-        return seen
+        return [p.stem for p in lineage_files(self.path)[1:]]
 
     def code_files(self) -> list[Path]:
         """This file and the files of every reproduction it builds on."""
-        return [self.path] + [self.path.parent / f"{k}.py" for k in self.lineage()]
+        return lineage_files(self.path)
 
 
 HARNESS_DIR = Path(__file__).resolve().parent
@@ -73,8 +66,6 @@ def lineage_files(path: Path) -> list[Path]:
 
 def files_hash(paths: list[Path]) -> str:
     """SHA-256 over the harness's source and ``paths`` (names and contents)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for p in [*paths, *sorted(HARNESS_DIR.glob("*.py"))]:
         digest.update(p.name.encode())
@@ -126,12 +117,6 @@ def discover() -> dict[str, Reproduction]:
                 _BROKEN[info.name] = f"{type(exc).__name__}: {exc}"
         _DISCOVERED = True
     return dict(sorted(_REGISTRY.items()))
-
-
-def broken() -> dict[str, str]:
-    """Reproduction files that failed to import, with the error."""
-    discover()
-    return dict(_BROKEN)
 
 
 def get(key: str) -> Reproduction:

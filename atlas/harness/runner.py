@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from atlas import __version__, results
-from atlas.catalogue import Catalogue, load_catalogue
+from atlas.catalogue import Catalogue, Paper, load_catalogue
 from atlas.errors import ReproductionError
 from atlas.harness import registry
 from atlas.harness.run import Measured, Run, stable_hash
@@ -53,8 +53,18 @@ def default_seeds(repro: registry.Reproduction, profile: str) -> list[int]:
     return list(range(int(repro.profiles[profile].get("seeds", 1))))
 
 
-def gather(per_seed: list[list[Measured]], seeds: list[int], key: str) -> list[results.Outcome]:
+def _differs(first: Measured, claim_dataset: str) -> str:
+    """The reproduction's own note, plus the data-set difference when the paper used another set."""
+    if not claim_dataset or claim_dataset.lower().replace("-", "") == first.dataset.lower().replace("-", ""):
+        return first.differs
+    note = (f"measured on {first.dataset}, the paper on {claim_dataset}: absolute numbers differ; "
+            "the checks compare relative quantities")
+    return f"{first.differs}; {note}" if first.differs else note
+
+
+def gather(per_seed: list[list[Measured]], seeds: list[int], paper: Paper) -> list[results.Outcome]:
     """One outcome per claim with every metric's per-seed values (in the order of ``seeds``)."""
+    key = paper.key
     outcomes = []
     for first in per_seed[0]:
         rows = []
@@ -68,7 +78,8 @@ def gather(per_seed: list[list[Measured]], seeds: list[int], key: str) -> list[r
         metrics = {n: results.Metric(values=[r.metrics[n] for r in rows]) for n in names}
         baseline = results.Baseline(**first.baseline) if first.baseline else None
         outcomes.append(results.Outcome(claim=first.claim, model=first.model, dataset=first.dataset,
-                                        metrics=metrics, baseline=baseline, differs=first.differs,
+                                        metrics=metrics, baseline=baseline,
+                                        differs=_differs(first, paper.claim(first.claim).dataset),
                                         notes=first.notes))
     return outcomes
 
@@ -123,7 +134,7 @@ def reproduce(req: Request, *, catalogue: Catalogue | None = None,
             cache_hits[str(seed)] = earlier
     wall = time.perf_counter() - started
 
-    outcomes = gather(per_seed, seeds, req.key)
+    outcomes = gather(per_seed, seeds, paper)
     provenance = {
         **git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
