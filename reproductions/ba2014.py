@@ -19,7 +19,7 @@ The relative quantity checked here is ``distillation_gain_pp``: the mimic net's 
 of the same shallow net trained on the hard labels, same data and schedule.
 
 Harness differs: the teacher is the harness's shared deep MLP (784-1200-1200-10 with dropout,
-:func:`reproductions.hinton2015.train_teacher`), not a CNN ensemble; Fashion-MNIST images instead of
+:func:`atlas.harness.teachers.mlp_teacher`), not a CNN ensemble; Fashion-MNIST images instead of
 TIMIT frames; the transfer set is the labelled training set itself (the paper's TIMIT mimic also
 used the training data, its CIFAR-10 mimic added unlabelled images); 2,344 Adam steps of 128 (5
 passes) for each shallow net, the label-trained and the mimic net starting from the same weights and
@@ -42,33 +42,25 @@ import torch
 from torch import nn
 
 from atlas.harness import Run, measure, reproduction
-from reproductions.hinton2015 import PROFILES as HINTON_PROFILES
-from reproductions.hinton2015 import teacher_logits, train_teacher
-
-
-def _shared_teacher(profile: str) -> dict:
-    """The settings that determine the shared teacher (so that its cached weights are reused): the
-    data set and hinton2015's self-contained ``teacher`` section."""
-    return {k: HINTON_PROFILES[profile][k] for k in ("dataset", "teacher")}
-
+from atlas.harness.teachers import MLP_TEACHER, mlp_teacher
 
 PROFILES = {
     # Both shallow nets (labels and mimic) get the ``student`` budget, in optimizer steps.
     "smoke": {
-        **_shared_teacher("smoke"), "seeds": 2,
+        **MLP_TEACHER["smoke"], "seeds": 2,
         "shallow": {"hidden": 256, "bottleneck": 32},
         "student": {"steps": 90, "batch_size": 64, "lr": 0.001, "optimizer": "adam"},
     },
     "quick": {
         # 2,344 steps of 128 = 5 passes over the 60,000 training images.
-        **_shared_teacher("quick"), "seeds": 5,
+        **MLP_TEACHER["quick"], "seeds": 5,
         "shallow": {"hidden": 1024, "bottleneck": 128},
         "student": {"steps": 2344, "batch_size": 128, "lr": 0.001, "optimizer": "adam"},
     },
     "paper": {
         # Sec. 3.1 (TIMIT): SNN-8k has 8,000 hidden units and a 250-unit linear bottleneck; here on MNIST
         # with the harness's deep MLP teacher (28,125 steps = 60 epochs).
-        **_shared_teacher("paper"), "seeds": 3,
+        **MLP_TEACHER["paper"], "seeds": 3,
         "shallow": {"hidden": 8000, "bottleneck": 250},
         "student": {"steps": 28125, "batch_size": 128, "lr": 0.001, "optimizer": "adam"},
     },
@@ -123,9 +115,9 @@ def train_mimic(run: Run, logits: torch.Tensor) -> nn.Module:
 @reproduction("ba2014", profiles=PROFILES)
 def reproduce(run: Run) -> None:
     data = run.dataset()
-    teacher = train_teacher(run)
+    teacher = mlp_teacher(run)
     labels_net = train_on_labels(run)
-    mimic_net = train_mimic(run, teacher_logits(run, teacher))
+    mimic_net = train_mimic(run, run.predict(teacher, data.train))
     acc_teacher = run.accuracy(teacher, data.test)
     acc_labels = run.accuracy(labels_net, data.test)
     acc_mimic = run.accuracy(mimic_net, data.test)

@@ -18,7 +18,7 @@ checked is ``student_minus_teacher_pp`` (also recorded as ``accuracy_change_pp``
 
 Harness analogue (not comparable in absolute terms): image classification instead of face
 verification. The teacher is the shared deep MLP (784-1200-1200-10 with dropout,
-:func:`reproductions.hinton2015.train_teacher`); its top hidden layer (1,200 ReLU units) is the layer
+:func:`atlas.harness.teachers.mlp_teacher`); its top hidden layer (1,200 ReLU units) is the layer
 the neurons are selected from. The "attributes" are the data set's classes, each taken as a
 one-vs-rest attribute. Selection, an honest reading of the criterion (the paper optimises its unary
 + pairwise objective by mean-field inference; here greedily, as in minimum-redundancy
@@ -51,21 +51,13 @@ from torch import nn
 from atlas.harness import Run, measure, reproduction
 from atlas.harness.data import Split
 from atlas.harness.models import MLP
-from reproductions.hinton2015 import PROFILES as HINTON_PROFILES
-from reproductions.hinton2015 import train_teacher
-
-
-def _shared_teacher(profile: str) -> dict:
-    """The settings that determine the shared teacher (so that its cached weights are reused): the
-    data set and hinton2015's self-contained ``teacher`` section."""
-    return {k: HINTON_PROFILES[profile][k] for k in ("dataset", "teacher")}
-
+from atlas.harness.teachers import MLP_TEACHER, mlp_teacher
 
 PROFILES = {
     # Budgets in optimizer steps: the neuron-regressing student's body and the hard-label student
     # get the same ``student`` budget; the linear classifier on the frozen features its own.
     "smoke": {
-        **_shared_teacher("smoke"), "seeds": 2,
+        **MLP_TEACHER["smoke"], "seeds": 2,
         "neurons": 64, "redundancy_weight": 1.0, "bins": 8, "select_examples": 1000,
         "student_hidden": [128],
         "student": {"steps": 90, "batch_size": 64, "optimizer": "adam", "lr": 0.002},
@@ -74,7 +66,7 @@ PROFILES = {
     "quick": {
         # 2,344 steps of 128 = 5 passes over the 60,000 training images; classifier 1,172 steps of 512.
         # 4 seeds: two students of 2,344 steps per seed plus the shared teacher fill the ~90 s budget.
-        **_shared_teacher("quick"), "seeds": 4,
+        **MLP_TEACHER["quick"], "seeds": 4,
         "neurons": 300, "redundancy_weight": 1.0, "bins": 16, "select_examples": 10000,
         "student_hidden": [500],
         "student": {"steps": 2344, "batch_size": 128, "optimizer": "adam", "lr": 0.001},
@@ -83,7 +75,7 @@ PROFILES = {
     "paper": {
         # The paper's own setting (DeepID2+ teachers on CelebFaces+, LFW verification) is outside the
         # harness; this is the same analogue on MNIST, trained longer (28,125 steps = 60 epochs).
-        **_shared_teacher("paper"), "seeds": 3,
+        **MLP_TEACHER["paper"], "seeds": 3,
         "neurons": 300, "redundancy_weight": 1.0, "bins": 16, "select_examples": 20000,
         "student_hidden": [500],
         "student": {"steps": 28125, "batch_size": 128, "optimizer": "adam", "lr": 0.001},
@@ -196,7 +188,7 @@ def hidden_responses(run: Run, teacher: nn.Sequential, split: Split) -> torch.Te
 def reproduce(run: Run) -> None:
     data = run.dataset()
     cfg = run.config
-    teacher = train_teacher(run)
+    teacher = mlp_teacher(run)
     responses = hidden_responses(run, teacher, data.train)
     sample = torch.randperm(len(data.train), generator=run.generator)[: cfg["select_examples"]]
     sample_resp = responses[sample]

@@ -50,7 +50,7 @@ def test_record_has_provenance_and_real_values(tmp_path: Path) -> None:
     assert prov["wall_time_s"] > 0
     # The budget of every training stage is recorded, in steps (and the epochs they came to).
     stages = {b["stage"]: b for b in prov["training"]}
-    assert stages["teacher"]["steps"] == hinton.PROFILES["smoke"]["teacher"]["steps"]
+    assert stages["teacher"]["steps"] == hinton.PROFILES["smoke"]["full_data_model"]["steps"]
     outcome = record.outcome("speech-3pct-data")
     assert outcome is not None and outcome.dataset == "digits"
     assert "speech" in outcome.differs  # the harness says where it differs from the paper
