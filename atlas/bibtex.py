@@ -15,6 +15,8 @@ from pathlib import Path
 
 import bibtexparser
 from bibtexparser.model import Entry, Field
+from pylatexenc.latex2text import LatexNodes2Text
+from pylatexenc.latexencode import UnicodeToLatexEncoder
 
 from atlas.catalogue import Paper, display_path
 from atlas.errors import CatalogueError
@@ -30,11 +32,19 @@ PROPER_WORDS = frozenset(
 )  # fmt: skip
 
 _SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_"}
-_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+'/.]*[A-Za-z0-9+]|[A-Za-z0-9]")
+# a word: letters (any script) and digits, with inner - + ' / . (so "Müller" is one word, not "M" + "ller")
+_WORD_RE = re.compile(r"[^\W_](?:[^\W_]|[-+'/.])*(?:[^\W_]|\+)|[^\W_]")
+# Non-ASCII to LaTeX that pdflatex compiles without packages: é -> {\'e}, − -> {\ensuremath{-}},
+# – -> {\textendash}; a character with no LaTeX form becomes its code point in ASCII ("unihex").
+_TO_LATEX = UnicodeToLatexEncoder(
+    non_ascii_only=True, replacement_latex_protection="braces-all", unknown_char_policy="unihex"
+)
+_TO_TEXT = LatexNodes2Text()
 
 
 def _escape(text: str) -> str:
-    return "".join(_SPECIAL.get(ch, ch) for ch in text)
+    """LaTeX specials escaped and every non-ASCII character written as LaTeX: pure ASCII."""
+    return _TO_LATEX.unicode_to_latex("".join(_SPECIAL.get(ch, ch) for ch in text))
 
 
 def _needs_protection(word: str) -> bool:
@@ -51,18 +61,20 @@ def _needs_protection(word: str) -> bool:
 
 
 def protect_title(title: str) -> str:
-    """The title with LaTeX specials escaped and capitals that must stay capitals braced:
-    ``MobileNets: Efficient CNNs`` -> ``{MobileNets}: Efficient {CNNs}``."""
-    escaped = _escape(title)
-    return _WORD_RE.sub(
-        lambda m: f"{{{m.group(0)}}}" if _needs_protection(m.group(0)) else m.group(0), escaped
+    """The title with LaTeX specials escaped, capitals that must stay capitals braced and non-ASCII
+    written as LaTeX: ``MobileNets: Efficient CNNs`` -> ``{MobileNets}: Efficient {CNNs}``."""
+    specials = "".join(_SPECIAL.get(ch, ch) for ch in title)
+    braced = _WORD_RE.sub(
+        lambda m: f"{{{m.group(0)}}}" if _needs_protection(m.group(0)) else m.group(0), specials
     )
+    return _TO_LATEX.unicode_to_latex(braced)
 
 
 def latex_unescape(text: str) -> str:
-    """Undo :func:`protect_title` and common BibTeX markup: braces, ``\\&``, ``--``, whitespace."""
-    text = re.sub(r"\\([&%$#_{}])", r"\1", text)
-    text = text.replace("{", "").replace("}", "").replace("~", " ")
+    """Undo :func:`protect_title` and common BibTeX markup: braces, ``\\&``, accents and other
+    LaTeX macros (``{\\"u}`` -> ``ü``, ``--`` -> ``–``), ``~`` and runs of whitespace."""
+    text = re.sub(r"(?<!\\)([%&])", r"\\\1", text)  # bare % and & (in a URL) are text, not LaTeX
+    text = _TO_TEXT.latex_to_text(text).replace("\N{NO-BREAK SPACE}", " ")
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -160,6 +160,7 @@ class Paper:
     categories: tuple[str, ...]
     kind: str
     kind_note: str | None
+    same_work_as: tuple[str, ...]  # keys of the same work under another entry (preprint / published)
     listed_in: tuple[str, ...]
     survey: SurveyRow | None
     claims: tuple[Claim, ...]
@@ -300,6 +301,7 @@ def _build_paper(entry: LineDict) -> Paper:
         categories=tuple(entry["categories"]),
         kind=entry["kind"],
         kind_note=entry.get("kind_note"),
+        same_work_as=tuple(entry.get("same_work_as") or ()),
         listed_in=tuple(entry.get("listed_in") or ()),
         survey=None
         if survey is None
@@ -337,8 +339,9 @@ def parse_catalogue(text: str, path: Path) -> Catalogue:
     except YamlSyntaxError as exc:
         where = f"{name}:{exc.line}:{exc.column}" if exc.line else name
         raise CatalogueError(f"{where}: not valid YAML: {exc.message}") from None
-    if data is None:
-        data = []
+    if data is None:  # an empty file, or only comments
+        raise CatalogueError(f"{name}: is empty: it should hold a YAML list of papers",
+                             hint="restore it with git, or write `[]` for a catalogue with no papers")
     problems = validate(data)
     if problems:
         _raise_problems(problems, name)

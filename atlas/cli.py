@@ -13,7 +13,10 @@ from atlas import __version__, commands
 from atlas.errors import AtlasError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every sub-command, or with only the sub-command ``only`` (so that a command
+    whose module imports little, such as ``reproduce``, checks its arguments without the others'
+    imports: pandas and the like)."""
     parser = argparse.ArgumentParser(
         prog="atlas",
         description="Compression Atlas: look up a compression paper, reproduce it, cite and compare it.",
@@ -21,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"atlas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if only is not None and info.name != only.replace("-", "_"):
+            continue
         module = importlib.import_module(f"atlas.commands.{info.name}")
         if not hasattr(module, "run"):
             continue
@@ -33,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    modules = {m.name for m in pkgutil.iter_modules(commands.__path__)}
+    named = bool(argv) and "_" not in argv[0] and argv[0].replace("-", "_") in modules
+    parser = build_parser(argv[0] if named else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import pandas as pd
 
@@ -10,6 +10,8 @@ from atlas.catalogue import Catalogue, Claim, Paper
 from atlas.reference import ReferenceRecord, load_references
 from atlas.results import Outcome, Record
 from atlas.verdict import ClaimVerdict, RecordVerdict, judge_record
+
+RECORD_UNREADABLE = "record unreadable"
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -67,10 +69,12 @@ def target_text(claim: Claim) -> str:
 
 def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
                  papers: Iterable[Paper] | None = None,
-                 references: list[ReferenceRecord] | None = None) -> list[dict[str, str]]:
+                 references: list[ReferenceRecord] | None = None,
+                 unreadable: Collection[str] = ()) -> list[dict[str, str]]:
     """One row per reported claim: the paper's setting and number, the harness's setting and number
     (mean and 95% interval, n seeds), and the verdict judged now against the claim's checks. With
-    ``papers``, claims without a record are listed too."""
+    ``papers``, claims without a record are listed too ("record unreadable" for the keys in
+    ``unreadable``, whose record could not be read)."""
     records = list(records)
     by_key = {r.key: r for r in records}
     judged = verdicts(records, catalogue, references)
@@ -95,7 +99,8 @@ def outcome_rows(records: Iterable[Record], catalogue: Catalogue,
                 "reproduced": measured_text(outcome, cv) if outcome else "–",
                 "n": str(len(record.seeds)) if outcome and record else "–",
                 # A claim with no check is not something the harness can test: no verdict at all.
-                "verdict": cv.verdict if cv else ("not run" if claim.checks else "–"),
+                "verdict": cv.verdict if cv else (
+                    "–" if not claim.checks else RECORD_UNREADABLE if key in unreadable else "not run"),
                 "profile": record.profile if outcome and record else "–",
             })
     return rows

@@ -10,19 +10,25 @@ A record is one JSON file, ``results/<key>/<profile>.json`` for the profile's de
 another data set, training-set size or seed set (written beside the default, never over it). Files
 are written atomically (a temporary file in the same folder, then a rename), so a run killed at any
 point leaves every earlier record intact. Every read validates the file against the record schema
-(:data:`SCHEMA_VERSION`); a record of an older schema or a damaged one raises an
-:class:`~atlas.errors.AtlasError` that names the file and the fix.
+(:data:`SCHEMA_VERSION`, strict types: a string where a number belongs is refused); a record of an
+older schema or a damaged one raises a :class:`StaleRecord` that names the file and the fix, and is
+never replaced without ``--force``. A run of a paper and profile holds :func:`record_lock` while it
+runs and writes, so a second run at the same time waits and then finds a whole record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atlas import ROOT
 from atlas.errors import AtlasError
@@ -34,7 +40,12 @@ PROFILE_RANK = {"paper": 0, "quick": 1, "smoke": 2}
 
 
 class StaleRecord(AtlasError):
-    """A record that cannot be read as a current record: damaged, or of an older schema."""
+    """A record that cannot be read as a current record: damaged, or of an older schema. ``path``
+    names the file (None for text parsed without one)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, path: Path | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
 
 
 def results_dir(override: Path | str | None = None) -> Path:
@@ -44,7 +55,8 @@ def results_dir(override: Path | str | None = None) -> Path:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # strict: a string where a number belongs is an error, not a number parsed from the string
+    model_config = ConfigDict(extra="forbid", frozen=False, strict=True)
 
 
 class Metric(_Strict):
@@ -93,6 +105,16 @@ class Outcome(_Strict):
         return None if m is None else m.interval
 
 
+#: The types of the provenance fields the readers use (each may also be null); other fields are kept as
+#: they are. A number is an int or a float, never a boolean.
+PROVENANCE_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("commit", "date", "profile", "dataset", "torch", "python", "atlas", "platform", "device",
+                     "config_hash", "code_hash", "command"), (str,)),
+    "dirty": (bool,), "cold": (bool,), "wall_time_s": (int, float), "train_size": (int,),
+    "seeds": (list,), "training": (list,), "cache_hits": (dict,),
+}
+
+
 class Record(_Strict):
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
     key: str
@@ -105,7 +127,17 @@ class Record(_Strict):
     provenance: dict[str, Any]
     path: Path | None = Field(default=None, exclude=True)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+    @field_validator("provenance")
+    @classmethod
+    def _provenance_types(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, types in PROVENANCE_TYPES.items():
+            item = value.get(name)
+            if item is not None and (not isinstance(item, types) or (bool not in types and isinstance(item, bool))):
+                raise ValueError(f"provenance field '{name}' should be "
+                                 f"{' or '.join(t.__name__ for t in types)}, not {type(item).__name__}")
+        return value
 
     def outcome(self, claim: str) -> Outcome | None:
         return next((o for o in self.outcomes if o.claim == claim), None)
@@ -120,8 +152,11 @@ class Record(_Strict):
         return self.path is None or self.path.name == f"{self.profile}.json"
 
 
-def _fix_hint(key: str | None, profile: str | None) -> str:
+def _fix_hint(key: str | None, profile: str | None, default: bool = True) -> str:
     what = key or "KEY"
+    if not default:
+        return ("rerun its configuration (--seeds / --dataset / --train-size) with --force, delete the "
+                "file, or restore it with git")
     prof = f" --profile {profile}" if profile and profile != "quick" else ""
     return f"rerun with `atlas reproduce {what}{prof} --force` (or restore the file with git)"
 
@@ -131,36 +166,38 @@ def parse(text: str, path: Path | None = None) -> Record:
     where = str(path) if path else "run record"
     key = path.parent.name if path else None
     profile = path.stem.split("-")[0] if path else None
+
+    def stale(message: str, hint_key: str | None = key) -> StaleRecord:
+        default = path is None or path.stem == profile
+        return StaleRecord(f"{where} {message}", hint=_fix_hint(hint_key, profile, default), path=path)
+
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StaleRecord(f"{where} is not valid JSON ({exc})", hint=_fix_hint(key, profile)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise stale(f"is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
-        raise StaleRecord(f"{where} is not a run record (a JSON object)", hint=_fix_hint(key, profile))
+        raise stale("is not a run record (a JSON object)")
     version = data.get("schema")
     if version != SCHEMA_VERSION:
-        raise StaleRecord(
-            f"{where} is a record of schema {version!r}; this atlas reads schema {SCHEMA_VERSION} "
-            "(per-seed values, verdicts computed on reading)",
-            hint=_fix_hint(data.get("key") if isinstance(data.get("key"), str) else key, profile),
-        )
+        raise stale(f"is a record of schema {repr(version)[:20]}; this atlas reads schema {SCHEMA_VERSION} "
+                    "(per-seed values, verdicts computed on reading)",
+                    data.get("key") if isinstance(data.get("key"), str) and not path else key)
     try:
         record = Record.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise StaleRecord(
-            f"{where} is not a valid run record: {loc}: {first['msg']}"
-            + (f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""),
-            hint=_fix_hint(key, profile),
-        ) from None
+        raise stale(f"is not a valid run record: {loc}: {first['msg']}"
+                    + (f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else "")) from None
+    if path is not None and (record.key != key or record.profile != profile):
+        raise stale(f"holds a record of {record.key!r} ({record.profile!r} profile), not of its folder "
+                    f"and name ({key!r}, {profile!r})")
     n = len(record.seeds)
     for outcome in record.outcomes:
         for name, metric in outcome.metrics.items():
             if len(metric.values) != n:
-                raise StaleRecord(
-                    f"{where}: claim {outcome.claim}, metric {name} has {len(metric.values)} values "
-                    f"for {n} seeds", hint=_fix_hint(key, profile))
+                raise stale(f"is not a valid run record: claim {outcome.claim}, metric {name} has "
+                            f"{len(metric.values)} values for {n} seeds")
     record.path = path
     return record
 
@@ -185,6 +222,33 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+@contextmanager
+def record_lock(root: Path, key: str, profile: str,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock of ``key``'s ``profile`` records under ``root`` (a file lock in the cache
+    folder, so that nothing but records lands in ``results/``): a second run of the same paper and
+    profile waits here for the first (``on_wait`` is told), then finds its record whole. Temporary
+    files a killed writer left beside the records are removed once the lock is held."""
+    folder = root / key
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("ATLAS_CACHE_DIR", Path.home() / ".cache" / "compression-atlas"))
+    lock_path = cache / "locks" / f"{key}-{profile}-{digest}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(f"waiting for another run of {key} ({profile} profile) to finish (lock {lock_path})")
+        lock.acquire()
+    try:
+        for tmp in folder.glob(f".{profile}*.json.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        lock.release()
+
+
 def save(record: Record, path: Path) -> Path:
     write_atomic(path, record.to_json())
     record.path = path
@@ -192,10 +256,14 @@ def save(record: Record, path: Path) -> Path:
 
 
 def load(path: Path) -> Record:
+    hint = _fix_hint(path.parent.name, path.stem.split("-")[0], "-" not in path.stem)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StaleRecord(f"cannot read run record {path}: {exc}", hint=_fix_hint(path.parent.name, None)) from None
+    except UnicodeDecodeError as exc:
+        raise StaleRecord(f"{path} is not a run record: not UTF-8 text (byte {exc.start})",
+                          hint=hint, path=path) from None
+    except OSError as exc:
+        raise StaleRecord(f"{path} cannot be read: {exc.strerror or exc}", hint=hint, path=path) from None
     return parse(text, path)
 
 
@@ -218,12 +286,18 @@ def load_all(root: Path | None = None, problems: list[StaleRecord] | None = None
 def published(root: Path | None = None, *, include_smoke: bool = False,
               problems: list[StaleRecord] | None = None) -> dict[str, Record]:
     """For each paper, the record to show: its default-configuration record of the most faithful
-    profile (paper, then quick; smoke only when asked)."""
+    profile (paper, then quick; smoke only when asked). Only the files that could be that record are
+    read; pass ``problems`` to collect those that could not be read."""
+    profiles = [p for p in PROFILE_NAMES if include_smoke or p != "smoke"]
     best: dict[str, Record] = {}
-    for rec in load_all(root, problems):
-        if rec.profile == "smoke" and not include_smoke:
+    for path in sorted(results_dir(root).glob("*/*.json")):
+        if path.parent.name == "reference" or path.stem not in profiles:
             continue
-        if not rec.is_default:
+        try:
+            rec = load(path)
+        except StaleRecord as exc:
+            if problems is not None:
+                problems.append(exc)
             continue
         cur = best.get(rec.key)
         if cur is None or PROFILE_RANK.get(rec.profile, 9) < PROFILE_RANK.get(cur.profile, 9):

@@ -32,6 +32,13 @@ between the mimic's and the teacher's test logits), ``params_student`` and ``par
 
 Exported for later papers: :func:`mimic_loss` (the L2 regression of logits) and
 :class:`ShallowNet`.
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
+budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
+the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
+baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
+teachers are trained once per profile; a verdict that differs from the first record's comes from these
+rules, not from a change of the method.
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ PROFILES = {
         "student": {"steps": 90, "batch_size": 64, "lr": 0.001, "optimizer": "adam"},
     },
     "quick": {
-        # 2,344 steps of 128 = 5 passes over the 60,000 training images.
-        **MLP_TEACHER["quick"], "seeds": 5,
+        # 2,344 steps of 128 = 5 passes over the 60,000 training images; 3 seeds fit the 90 s budget
+        # (5 took 97 s cold on 2 cores).
+        **MLP_TEACHER["quick"], "seeds": 3,
         "shallow": {"hidden": 1024, "bottleneck": 128},
         "student": {"steps": 2344, "batch_size": 128, "lr": 0.001, "optimizer": "adam"},
     },

@@ -25,6 +25,13 @@ no hard-label term (imported from :mod:`reproductions.hinton2015`).
 
 Metrics besides the harness's standard ones: ``params_teacher`` (the GRU's parameter count),
 ``params_student``.
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
+budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
+the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
+baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
+teachers are trained once per profile; a verdict that differs from the first record's comes from these
+rules, not from a change of the method.
 """
 
 from __future__ import annotations
@@ -47,8 +54,9 @@ PROFILES = {
         "student": {"steps": 67},
     },
     "quick": {
-        # Teacher and DNNs 1,875 steps of 128 each (4 passes over the 60,000 images).
-        "dataset": "fashion-mnist", "seeds": 5, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
+        # Teacher and DNNs 1,875 steps of 128 each (4 passes over the 60,000 images); 3 seeds fit the
+        # 90 s budget (5 took 118 s cold on 2 cores).
+        "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
         "rnn": {"cell": "gru", "hidden": 128, "steps": 1875, "optimizer": "adam", "lr": 0.003},
         "dnn": {"hidden": [256, 256]},
         "student": {"steps": 1875},

@@ -51,6 +51,13 @@ other variant (``recall_at_1_hard`` / ``recall_at_1_soft``), ``map`` likewise,
 ``distillation_gain_pp`` (DarkRank student R@1 minus plain student R@1, percentage points),
 ``distillation_gain_pp_hard`` / ``_soft``, ``map_gain_pp``, and the validation-chosen
 ``transfer_weight_hard`` / ``transfer_weight_soft``.
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "partly", with budgets
+counted in epochs and the verdict decided by the mean alone. Since then a check is decided on the 95%
+interval over at least three seeds (inconclusive when it straddles the threshold, or when the baseline
+is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared teachers are
+trained once per profile; a verdict that differs from the first record's comes from these rules, not
+from a change of the method.
 """
 
 from __future__ import annotations

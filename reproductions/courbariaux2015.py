@@ -27,7 +27,7 @@ and 1.18 % with stochastic BinaryConnect (+0.01 and +0.12 pp of accuracy). The d
 stores 1 bit per weight (32x less than fp32 weights).
 
 Harness differs: the quick profile runs on Fashion-MNIST (MNIST cannot be downloaded here) with a
-narrower MLP (3 x 256) for 1500 optimizer steps of batch 100 per model (2.5 passes over the 60000
+narrower MLP (3 x 256) for 750 optimizer steps of batch 200 per model (2.5 passes over the 60000
 training examples; the paper: 250 epochs), with a cosine learning-rate schedule starting at 10x the
 official code's Adam rate (0.01, so that the latent weights reach the clipping range within the short
 run, as they do over the paper's hundreds of epochs; the official code also scales the latent
@@ -52,6 +52,12 @@ Shared with later papers (BNN, XNOR-Net, TWN): :func:`hard_sigmoid`, :func:`bina
 propagations use ``quantize(latent weight)``), :class:`BinaryLinear` / :class:`BinaryConv2d`,
 :func:`quantize_layers`, :func:`quantized_layers`, :func:`clip_latent`, :func:`pack_codes` /
 :func:`unpack_codes`, :func:`glorot_lr_groups` and :func:`square_hinge_loss`.
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced": its 32x
+storage check failed at 28x because the fp32 batch-norm and bias parameters were counted, while the
+paper's 32x counts the weights; the check now reads ``weight_storage_compression`` (both are recorded).
+The accuracy checks are decided on 3-seed intervals; the quick budget is 750 steps of batch 200 (the
+same 2.5 passes over the data).
 """
 
 from __future__ import annotations
@@ -73,11 +79,13 @@ PROFILES = {
         "lr": 0.01, "schedule": "cosine", "steps": 67,
     },
     "quick": {
-        # 1500 steps of batch 100 (2.5 passes over Fashion-MNIST) per model, 3 models per seed.
-        # lr 10x the paper's so that in this short run the latent weights reach the clipping range, as
-        # they do over the paper's hundreds of epochs (the stochastic variant is tested with them).
-        "dataset": "fashion-mnist", "seeds": 5, "hidden": [256, 256, 256],
-        "batch_size": 100, "optimizer": "adam", "lr": 0.01, "schedule": "cosine", "steps": 1500,
+        # 750 steps of batch 200 (2.5 passes over Fashion-MNIST) per model, 3 models per seed, 3 seeds:
+        # the 90 s budget on 2 cores (1,500 steps of 100 and 5 seeds took 303 s on a loaded machine;
+        # a step's cost is dominated by the binarisation, not the batch). lr 10x the paper's so that
+        # in this short run the latent weights reach the clipping range, as they do over the paper's
+        # hundreds of epochs (the stochastic variant is tested with them).
+        "dataset": "fashion-mnist", "seeds": 3, "hidden": [256, 256, 256],
+        "batch_size": 200, "optimizer": "adam", "lr": 0.01, "schedule": "cosine", "steps": 750,
     },
     "paper": {
         # Table 2: PI MNIST, 3 x 1024 + BN, L2-SVM output, Adam, batch 100 (official mnist.py: LR 1e-3

@@ -39,15 +39,23 @@ biases fp32). The relative-index, quantised and Huffman-coded encoding is Deep C
 
 Harness differs: Fashion-MNIST instead of MNIST for the quick profile, far fewer steps (the paper
 trains and retrains to convergence in Caffe), SGD with momentum and a cosine schedule per training
-stage (every retraining round restarts it). A
-profile may train the dense network once for all seeds (``dense_per_seed: False``, the quick
-profile's LeNet-5, whose steps are costly): pruning, retraining and the baseline's extra steps are
-then per seed from that one dense model, so the seeds' spread is that of pruning and retraining only.
+stage (every retraining round restarts it). The quick profile measures the LeNet-300-100 claim only:
+LeNet-5's dense training, pruning and same-budget baseline for three seeds took 200 s on 2 cores,
+over a quick profile's 90 s; its claim is measured by the smoke (digits) and paper profiles. A
+profile may train the dense network once for all seeds (``dense_per_seed: False``, the smoke
+profile's LeNet-5): pruning, retraining and the baseline's extra steps are then per seed from that
+one dense model, so the seeds' spread is that of pruning and retraining only.
 
 Shared with later pruning papers (imported from here): :func:`prunable_layers`,
 :func:`prune_by_magnitude`, :func:`apply_masks`, :func:`masks_of`, :func:`retrain_with_masks`,
 :func:`iterative_prune`, :func:`train_dense`, :func:`train_pruned`, :func:`train_control` (the last
 three cached per profile, so Deep Compression starts from the very pruned model measured here).
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "reproduced" from one
+seed, the mean alone deciding, for LeNet-300-100 and LeNet-5 after 10 and 3 dense epochs. Now five seeds
+and the 95% interval of the paired accuracy change decide, the budgets are optimizer steps (3,000 dense
+steps, then three rounds of 500), and LeNet-5 is measured by the smoke and paper profiles only (the
+quick profile's time budget).
 """
 
 from __future__ import annotations
@@ -77,15 +85,14 @@ PROFILES = {
         },
     },
     "quick": {
-        # 3 seeds (the cold time budget); LeNet-5's dense model is trained once (its steps cost ~17x
-        # LeNet-300-100's), pruning/retraining and the same-steps baseline are per seed.
-        "dataset": "fashion-mnist", "seeds": 3, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
+        # LeNet-300-100 only, 5 seeds: LeNet-5's steps cost ~20x LeNet-300-100's on 2 cores, and its
+        # dense training, pruning and same-budget baseline for 3 seeds took 200 s, over the 90 s budget
+        # of a quick profile; LeNet-5 is measured by the smoke (digits) and paper profiles.
+        "dataset": "fashion-mnist", "seeds": 5, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
         "weight_decay": 5e-4,
         "archs": {
-            "lenet-300-100": {"dense": {"steps": 2000}, "rounds": 3, "retrain": {"steps": 500, "lr": 0.05},
+            "lenet-300-100": {"dense": {"steps": 3000}, "rounds": 3, "retrain": {"steps": 500, "lr": 0.05},
                               "keep": KEEP_LENET_300_100},
-            "lenet-5": {"dense": {"steps": 1500}, "rounds": 2, "retrain": {"steps": 300, "lr": 0.05},
-                        "keep": KEEP_LENET_5, "dense_per_seed": False},
         },
     },
     "paper": {
@@ -104,6 +111,11 @@ PROFILES = {
 
 #: Claim id in papers.yaml -> the harness model it is measured on.
 CLAIMS = {"lenet-300-100": "lenet-300-100", "lenet-5": "lenet-5"}
+
+
+def profile_claims(run: Run) -> dict[str, str]:
+    """The claims this run's profile measures: those whose model is among its ``archs``."""
+    return {claim: arch for claim, arch in CLAIMS.items() if arch in run.config["archs"]}
 
 Masks = dict[str, torch.Tensor]
 
@@ -314,7 +326,7 @@ def schedule_note(run: Run, arch: str) -> str:
 @reproduction("han2015", profiles=PROFILES)
 def reproduce(run: Run) -> None:
     data = run.dataset()
-    for claim, arch in CLAIMS.items():
+    for claim, arch in profile_claims(run).items():
         dense = train_dense(run, arch)
         pruned, masks = train_pruned(run, arch)
         control = train_control(run, arch)

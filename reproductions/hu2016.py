@@ -48,6 +48,13 @@ student p), ``teacher_q_accuracy`` (its teacher q), ``distillation_gain_pp`` (p 
 without rules), ``teacher_q_gain_pp`` (q minus the net without rules), and ``baseline_q_gain_pp``
 (the net without rules projected with the rules at test time only, minus itself: how much of q's
 gain the rules give without any distillation).
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
+budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
+the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
+baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
+teachers are trained once per profile; a verdict that differs from the first record's comes from these
+rules, not from a change of the method.
 """
 
 from __future__ import annotations

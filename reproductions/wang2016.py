@@ -31,6 +31,13 @@ channel), trained from scratch; the student's stage widths equal the teacher's, 
 needed for KP. Both DK students get the same number of optimizer steps on the same data: the KP
 student spends ``kp.steps`` of the ``student.steps`` on the pre-regression and the rest on
 fine-tuning, so any gain is not from extra updates.
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
+budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
+the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
+baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
+teachers are trained once per profile; a verdict that differs from the first record's comes from these
+rules, not from a change of the method.
 """
 
 from __future__ import annotations

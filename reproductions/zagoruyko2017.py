@@ -33,6 +33,13 @@ gradients of unit-scale losses, not the paper's.
 Recorded metrics besides the standard ones: ``distillation_gain_pp`` (activation AT minus hard
 labels), ``gradient_at_gain_pp`` (gradient AT minus hard labels), ``kd_gain_pp``, ``at_kd_gain_pp``
 and the corresponding ``*_accuracy``.
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
+budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
+the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
+baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
+teachers are trained once per profile; a verdict that differs from the first record's comes from these
+rules, not from a change of the method.
 """
 
 from __future__ import annotations

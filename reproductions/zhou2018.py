@@ -32,6 +32,13 @@ minus the same light net trained alone (the harness ``mlp`` 784-128-10, declared
 from the same initial weights, in the same data order and for the same steps. Also recorded:
 ``teacher_accuracy`` (the jointly trained booster), ``student_accuracy`` (the light net alone) and
 ``param_compression`` (booster parameters / light-net parameters, shared layer counted in both).
+
+Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
+budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
+the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
+baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
+teachers are trained once per profile; a verdict that differs from the first record's comes from these
+rules, not from a change of the method.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import bibtexparser
@@ -96,16 +98,25 @@ def test_title_protection() -> None:
     assert latex_unescape(protect_title("XNOR-Net & CNNs: 50% in {one}")) == "XNOR-Net & CNNs: 50% in one"
 
 
-def round_trip(papers: list) -> None:
-    text = to_bibtex(papers)
+def as_decoded(text: str) -> str:
+    """What LaTeX markup decodes back to: the minus sign is written ``{\\ensuremath{-}}``, read as ``-``."""
+    return " ".join(text.replace("\N{MINUS SIGN}", "-").split())
+
+
+def round_trip(papers: list, text: str | None = None) -> None:
+    text = to_bibtex(papers) if text is None else text
+    assert text.isascii(), [line for line in text.splitlines() if not line.isascii()][:3]
     library = bibtexparser.parse_string(text)
     assert library.failed_blocks == []
     entries = library.entries
     assert [e.key for e in entries] == [p.key for p in papers]
     for entry, paper in zip(entries, papers, strict=True):
-        assert latex_unescape(entry["title"]) == " ".join(paper.title.split())
+        assert latex_unescape(entry["title"]) == as_decoded(paper.title)
         assert entry.entry_type == entry_for(paper).entry_type
-        assert entry["author"].split(" and ") == list(paper.authors)
+        assert [latex_unescape(a) for a in entry["author"].split(" and ")] == list(paper.authors)
+        venue = entry.get("booktitle") or entry.get("journal") or entry.get("howpublished")
+        if venue is not None:
+            assert latex_unescape(venue.value) == as_decoded(paper.venue.name)
         assert int(entry["year"]) == paper.year
 
 
@@ -119,6 +130,48 @@ def test_round_trip_real_catalogue() -> None:
     round_trip(papers)
     types = {entry_for(p).entry_type for p in papers}
     assert {"inproceedings", "article", "misc"} <= types
+
+
+def test_non_ascii_written_as_latex() -> None:
+    assert protect_title("Müller’s “XNOR-Net” – weights +1, 0 and −1 — 50% é") == (
+        'M{\\"u}ller{\\textquoteright}s {\\textquotedblleft}{XNOR-Net}{\\textquotedblright} {\\textendash} '
+        "weights +1, 0 and {\\ensuremath{-}}1 {\\textemdash} 50\\% {\\'e}"
+    )
+    assert latex_unescape("M{\\\"u}ller {\\textendash} Souli{\\'e}") == "Müller – Soulié"
+    assert latex_unescape("50% of a&b~c") == "50% of a&b c"  # bare % and & stay text
+    assert protect_title("\N{CJK UNIFIED IDEOGRAPH-4E2D}").isascii()  # no LaTeX form: its code point
+
+
+def test_cite_all_is_ascii_and_round_trips(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cite", "--all"]) == 0
+    text = capsys.readouterr().out
+    papers = load_catalogue(REAL).papers
+    round_trip(papers, text)
+    assert (
+        "Fixed-point feedforward deep neural network design using weights +1, 0, and {\\ensuremath{-}}1"
+        in text
+    )
+
+
+@pytest.mark.skipif(not (shutil.which("pdflatex") and shutil.which("bibtex")), reason="no pdflatex/bibtex")
+def test_cite_all_compiles_with_pdflatex(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cite", "--all", "--out", str(tmp_path / "refs.bib")]) == 0
+    keys = [p.key for p in load_catalogue(REAL).papers]
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\n"
+        f"\\cite{{{','.join(keys)}}}\n"
+        "\\bibliographystyle{plain}\n\\bibliography{refs}\n\\end{document}\n"
+    )
+    latex = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"]
+    for command in (latex, ["bibtex", "doc"], latex, latex):
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        # bibtex exits 1 after a warning (a missing optional field), 2 and up on an error
+        assert done.returncode <= (1 if command[0] == "bibtex" else 0), (command, done.stdout[-3000:])
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert not re.search(r"Citation .* undefined|Unicode character", log), log[-3000:]
+    bbl = (tmp_path / "doc.bbl").read_text()
+    assert all(f"\\bibitem{{{key}}}" in bbl for key in keys)
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
 
 
 def test_read_bib_good(tmp_path: Path) -> None:
@@ -211,6 +264,29 @@ def test_import_bib_success(catalogue_copy: Path, tmp_path: Path, capsys: pytest
     more.write_text("@article{x, title={Yet Another}, author={Han, Song}, journal={J}, year={2015}}\n")
     assert main(["import-bib", str(more), "--category", "pruning"]) == 0
     assert "han2015c" in load_catalogue(catalogue_copy)
+
+
+def test_import_bib_matches_arxiv_id_and_doi(
+    catalogue_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same work under another title (the arXiv version's, a typo) is recognised by its ids."""
+    bib = tmp_path / "same.bib"
+    bib.write_text(
+        "@misc{hanarxiv, title={Learning both Weights and Connections for Efficient Neural Network},\n"
+        "  author={Han, Song and Pool, Jeff}, year={2015}, eprint={1506.02626v3}, archivePrefix={arXiv}}\n"
+        "@article{scard, title={Group Sparse Regularization for Deep Nets}, author={Scardapane, Simone},\n"
+        "  journal={Neurocomputing}, year={2017}, doi={https://doi.org/10.1016/J.NEUCOM.2017.02.029}}\n"
+        "@misc{twice1, title={One Preprint}, author={Doe, Jane}, year={2016}, eprint={1606.00001}}\n"
+        "@misc{twice2, title={One Preprint, Retitled}, author={Doe, Jane}, year={2016}, eprint={1606.00001}}\n"
+    )
+    digest = sha(catalogue_copy)
+    assert main(["import-bib", str(bib), "--category", "pruning", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 'hanarxiv': arXiv id 1506.02626 is already paper 'han2015'" in err
+    assert "skipped 'scard': DOI 10.1016/j.neucom.2017.02.029 is already paper 'scardapane2017'" in err
+    assert "skipped 'twice2': arXiv id 1606.00001 is already paper 'doe2016'" in err
+    assert "would add 1 papers" in out and "- key: doe2016\n" in out and "han2015b" not in out
+    assert sha(catalogue_copy) == digest
 
 
 def test_import_bib_dry_run_writes_nothing(

@@ -300,6 +300,62 @@ def test_duplicate_survey_ref_and_title() -> None:
     assert "paper 'han2016', field 'title': same title as paper 'han2015'" in message
 
 
+def _preprint_of_han2015(extra: str = "", doi: str = "null") -> str:
+    """GOOD plus a second entry for han2015's work: its arXiv preprint (same arXiv id, same DOI)."""
+    text = GOOD.replace("  doi: null\n", f"  doi: {doi}\n", 1)
+    return text + (
+        '- key: han2015b\n  title: "Learning both Weights and Connections (preprint)"\n'
+        "  authors: [Song Han]\n  year: 2015\n  venue: {name: arXiv preprint, short: arXiv, type: preprint}\n"
+        f'  arxiv: "1506.02626"\n  doi: {doi}\n  categories: [pruning]\n  kind: method\n{extra}'
+    )
+
+
+def test_shared_arxiv_id_or_doi_is_refused_unless_linked() -> None:
+    text = _preprint_of_han2015()
+    message = problem(text)
+    line = line_of(text, 'arxiv: "1506.02626"', 2)
+    assert (
+        f"papers.yaml:{line}: paper 'han2015b', field 'arxiv': arXiv id 1506.02626 is also paper 'han2015'"
+        in message
+    )
+    assert "same_work_as" in message
+    # a DOI is compared without case
+    text = _preprint_of_han2015(doi='"10.5555/ABC.1"').replace(
+        '"1506.02626"\n  doi: "10.5555/ABC.1"', '"1506.02627"\n  doi: "10.5555/abc.1"'
+    )
+    message = problem(text)
+    assert (
+        f"papers.yaml:{line_of(text, 'doi: ', 2)}: paper 'han2015b', field 'doi': DOI 10.5555/abc.1 is also paper 'han2015'"
+        in message
+    )
+    # linked both ways: accepted, and the link is on the paper
+    linked = _preprint_of_han2015("  same_work_as: [han2015]\n").replace(
+        "  kind: method\n  listed_in", "  kind: method\n  same_work_as: [han2015b]\n  listed_in", 1
+    )
+    catalogue = parse_catalogue(linked, Path("papers.yaml"))
+    assert catalogue.get("han2015").same_work_as == ("han2015b",)
+    assert catalogue.get("han2015b").same_work_as == ("han2015",)
+    assert catalogue.get("hinton2015").same_work_as == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("  same_work_as: [han2015]\n", "'han2015' does not link back (add 'han2015b' to its same_work_as)"),
+        ("  same_work_as: [han2015, lecun1990]\n", "'lecun1990' is not a paper of the catalogue"),
+        ("  same_work_as: [han2015b]\n", "a paper cannot be the same work as itself"),
+        ("  same_work_as: [Han-2015]\n", "'Han-2015' is not a paper key"),
+        ("  same_work_as: han2015\n", "expected a non-empty list of paper keys, got a string"),
+        ("  same_work_as: []\n", "expected a non-empty list of paper keys, got a list"),
+    ],
+)
+def test_same_work_as_must_name_papers_that_link_back(extra: str, words: str) -> None:
+    text = _preprint_of_han2015(extra)
+    message = problem(text)
+    assert f"papers.yaml:{line_of(text, 'same_work_as')}: paper 'han2015b', field 'same_work_as': " in message
+    assert words in message, message
+
+
 def test_old_style_arxiv_ids_are_accepted() -> None:
     for arxiv in ("cs/0101001", "hep-th/9901001", "math.GT/0309136", "1412.6550", "2001.00001"):
         parse_catalogue(GOOD.replace('"1506.02626"', f'"{arxiv}"'), Path("papers.yaml"))

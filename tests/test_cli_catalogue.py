@@ -114,6 +114,19 @@ def test_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert "claims: none recorded" in out
 
 
+@pytest.mark.skipif(not REAL.exists(), reason="papers.yaml is not there yet")
+def test_show_prints_same_work_link(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATLAS_PAPERS", str(REAL))
+    for key, other in (("chen2016", "chen2015b"), ("chen2015b", "chen2016"), ("wang2016d", "wang2017c")):
+        code, out, _ = run(capsys, "show", key)
+        assert code == 0
+        assert f"same work:  {other} (another entry for this work)" in out
+    _, out, _ = run(capsys, "show", "han2015")
+    assert "same work" not in out
+
+
 def test_show_unknown_key(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "show", "hintn2015")
     assert code == 3

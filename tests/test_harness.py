@@ -125,6 +125,68 @@ def test_a_write_killed_half_way_leaves_the_old_file(tmp_path: Path, monkeypatch
     assert [p.name for p in path.parent.iterdir()] == ["quick.json"]
 
 
+# A run killed with SIGKILL (no handler runs, nothing is cleaned up) at a chosen point: in the middle
+# of writing a cached model (its temporary file written, not yet renamed), in the middle of training
+# (the second training stage), in the middle of writing the record (its temporary file written and
+# flushed, not yet renamed).
+KILL_AT = """
+import os, pathlib, signal, sys
+from atlas.cli import main
+from atlas.harness import training
+import atlas.results
+
+point, results_dir = sys.argv[1], sys.argv[2]
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if point == "cache write":
+    replace = pathlib.Path.replace
+    pathlib.Path.replace = lambda self, target: die() if str(target).endswith(".pt") else replace(self, target)
+elif point == "training":
+    train, calls = training.train, []
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return die() if len(calls) == 2 else train(*args, **kwargs)
+    training.train = counted
+elif point == "record write":
+    atlas.results.os.fsync = die
+main(["reproduce", "hinton2015", "--profile", "smoke", "--force", "--quiet", "--results-dir", results_dir])
+"""
+
+
+def test_a_run_killed_at_any_point_leaves_every_record_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cache, root = tmp_path / "cache", tmp_path / "results"
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(cache))
+    record, _ = smoke(root)
+    before = Path(record.path).read_bytes()
+    for entry in cache.glob("models/*"):  # a cold cache: the killed runs train and write its models
+        entry.unlink()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for point in ("cache write", "training", "record write"):
+        proc = subprocess.run([sys.executable, "-c", KILL_AT, point, str(root)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -9, (point, proc.stderr[-2000:])
+        for path in root.glob("*/*.json"):  # every record parses, and the published one is unchanged
+            results.load(path)
+        assert Path(record.path).read_bytes() == before, point
+        # What a killed writer leaves is hidden from every reader (and removed by the next run).
+        left = [p.relative_to(tmp_path).as_posix() for p in [*root.rglob("*.tmp"), *cache.rglob("*.tmp")]]
+        if point == "training":
+            assert left == [], left
+        else:
+            prefix = "cache/models/hinton-" if point == "cache write" else "results/hinton2015/.smoke.json."
+            assert len(left) == 1 and left[0].startswith(prefix), (point, left)
+        assert [p.name for p in Path(record.path).parent.iterdir() if not p.name.startswith(".")] == ["smoke.json"]
+    rerun, reused = smoke(root, force=True)
+    assert not reused and results.load(Path(rerun.path)).outcomes == rerun.outcomes
+    assert [*root.rglob("*.tmp"), *cache.rglob("*.tmp")] == []  # no temporary file remains
+    assert [p.name for p in Path(record.path).parent.iterdir()] == ["smoke.json"]
+    # the record of a run that was killed and rerun is the record of a clean run
+    assert [o.metrics for o in rerun.outcomes] == [o.metrics for o in record.outcomes]
+
+
 def test_a_student_that_learns_nothing_from_the_teacher_is_not_reproduced(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The verdict can fail on a real run: a 'distilled' student that was never trained loses to the

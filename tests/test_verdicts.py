@@ -171,9 +171,9 @@ def test_an_old_record_asks_for_a_rerun(tmp_path: Path, capsys) -> None:
     with pytest.raises(results.StaleRecord, match="schema 1.*") as err:
         results.load(path)
     assert "atlas reproduce hinton2015 --force" in str(err.value)
-    assert main(["show", "hinton2015", "--results-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "unreadable" in out and "--force" in out and "Traceback" not in out
+    assert main(["show", "hinton2015", "--results-dir", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert "published record: unreadable" in out and "--force" in err and "Traceback" not in out + err
 
 
 def test_a_record_without_per_seed_values_is_refused(tmp_path: Path) -> None:

@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
             raise AtlasError(f"unknown harness model '{args.model}'", hint=f"known: {', '.join(models.MODELS)}")
         todo = [(args.model, spec, args.dataset, args.train_size, args.test_size)]
     else:
-        records = results.load_all(args.results_dir)
+        problems: list[results.StaleRecord] = []
+        records = results.load_all(args.results_dir, problems)
+        for problem in problems:  # its baseline is not known: said, and the others go on
+            print(f"warning: skipped an unreadable record: {problem}", file=sys.stderr)
         todo = [(b.model, b.spec, b.dataset, b.train_size, b.test_size) for b in missing_baselines(records)]
         if not todo:
             print("every baseline in the records has a reference")

@@ -11,7 +11,7 @@ from atlas.bibtex import to_bibtex
 from atlas.catalogue import CATEGORIES, display_path, load_catalogue
 from atlas.errors import AtlasError
 from atlas.report import outcome_rows, render_latex, render_rows
-from atlas.results import published, write_atomic
+from atlas.results import StaleRecord, published, write_atomic
 
 NAME = "compare"
 HELP = "reported vs reproduced numbers of papers as a Markdown, LaTeX (booktabs) or CSV table"
@@ -72,12 +72,16 @@ def run(args: argparse.Namespace) -> int:
         papers = [catalogue.get(key) for key in dict.fromkeys(args.keys)]
     if not papers:
         raise AtlasError(f"no papers in category '{args.category}'")
-    problems: list = []
+    problems: list[StaleRecord] = []
     records = published(args.results_dir, include_smoke=args.include_smoke, problems=problems)
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
     chosen = {p.key for p in papers}
-    rows = outcome_rows([r for k, r in records.items() if k in chosen], catalogue, papers=papers)
+    # A damaged record of a paper compared: named with its fix; the other papers go on (exit 2).
+    damaged = [p for p in problems if p.path is not None and p.path.parent.name in chosen]
+    unreadable = {p.path.parent.name for p in damaged if p.path is not None}
+    for problem in damaged:
+        print(f"error: {problem}", file=sys.stderr)
+    rows = outcome_rows([r for k, r in records.items() if k in chosen], catalogue, papers=papers,
+                        unreadable=unreadable - records.keys())
     if not rows:
         keys = ", ".join(p.key for p in papers[:8]) + (" ..." if len(papers) > 8 else "")
         raise AtlasError(f"no reported claims to compare for {keys}",
@@ -92,4 +96,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         _write(args.out, text)
         print(f"wrote {len(rows)} rows to {display_path(args.out)}", file=sys.stderr)
-    return 0
+    return 2 if damaged else 0

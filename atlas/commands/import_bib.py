@@ -154,6 +154,11 @@ def _arxiv_of(entry: Entry) -> str | None:
     return None
 
 
+def _doi_of(entry: Entry) -> str | None:
+    doi = _get(entry, "doi")
+    return re.sub(r"^(https?://(dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE) if doi else None
+
+
 def paper_from_entry(
     entry: Entry, key: str, categories: list[str], kind: str, kind_note: str | None
 ) -> dict[str, Any]:
@@ -188,9 +193,7 @@ def paper_from_entry(
         short = "arXiv"
     else:
         short = _short_venue(venue_name, year if isinstance(year, int) else 0)
-    doi = _get(entry, "doi")
-    if doi:
-        doi = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE)
+    doi = _doi_of(entry)
     url = _get(entry, "url")
     if url and (arxiv or doi):
         url = None  # the arXiv / DOI link is the landing page
@@ -296,6 +299,9 @@ def plan(
     """The papers to add (each with its BibTeX entry) and notes about skipped duplicates."""
     taken = set(catalogue.keys())
     titles = {normalise_title(p.title): p.key for p in catalogue}
+    # the same work under another title: an arXiv id or a DOI already catalogued (DOIs ignore case)
+    known = {("arXiv id", p.arxiv): p.key for p in catalogue if p.arxiv}
+    known |= {("DOI", p.doi.lower()): p.key for p in catalogue if p.doi}
     new: list[tuple[Entry, dict[str, Any]]] = []
     notes: list[str] = []
     for entry in entries:
@@ -304,6 +310,13 @@ def plan(
         if norm in titles:
             notes.append(f"skipped '{entry.key}': '{title}' is already paper '{titles[norm]}'")
             continue
+        arxiv, doi = _arxiv_of(entry), _doi_of(entry)
+        ids = [("arXiv id", arxiv)] if arxiv else []
+        ids += [("DOI", doi.lower())] if doi else []
+        match = next((ident for ident in ids if ident in known), None)
+        if match is not None:
+            notes.append(f"skipped '{entry.key}': {match[0]} {match[1]} is already paper '{known[match]}'")
+            continue
         authors = split_authors(_get(entry, "author") or "")
         stem = key_stem(_first_surname(entry, authors))
         year = _get(entry, "year") or ""
@@ -311,6 +324,7 @@ def plan(
         paper = paper_from_entry(entry, key, categories, kind, kind_note)
         taken.add(key)
         titles[norm] = key
+        known |= dict.fromkeys(ids, key)
         new.append((entry, paper))
     return new, notes
 

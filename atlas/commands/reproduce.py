@@ -8,8 +8,9 @@ import re
 import sys
 from pathlib import Path
 
-from atlas.catalogue import load_catalogue
-from atlas.errors import AtlasError
+import atlas
+from atlas.catalogue import CATEGORIES, load_catalogue
+from atlas.errors import AtlasError, ReproductionError
 from atlas.results import PROFILE_NAMES, Record
 
 NAME = "reproduce"
@@ -22,29 +23,45 @@ every run finished (whatever the verdict), 1 when --strict and a claim was not r
 errors."""
 
 
+#: The harness's data sets: the keys of ``atlas.harness.data.DATASETS``, named here so that a typo is
+#: refused before torch is imported (tests/test_reproduce_args.py keeps the two equal).
+DATASETS = ("cifar10", "cifar100", "digits", "fashion-mnist", "mnist", "svhn")
+SEED_MAX = 2**32 - 1  # numpy's seed range
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``5`` (seeds 0-4), ``10-14`` (a range, inclusive) or ``0,3,7`` (a list)."""
+    """``5`` (seeds 0-4), ``10-14`` (a range, inclusive) or ``0,3,7`` (a list). ``0`` is refused, not
+    read as the profile's default nor as seed 0: the message points to ``--seed 0``."""
     text = text.strip()
-    try:
-        if re.fullmatch(r"\d+", text):
-            count = int(text)
-            if count < 1:
-                raise ValueError
-            return list(range(count))
-        if m := re.fullmatch(r"(\d+)-(\d+)", text):
-            lo, hi = int(m[1]), int(m[2])
-            if hi < lo:
-                raise ValueError
-            return list(range(lo, hi + 1))
-        if re.fullmatch(r"\d+(,\d+)+", text):
-            seeds = [int(s) for s in text.split(",")]
-            if len(set(seeds)) != len(seeds):
-                raise ValueError
-            return seeds
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(
-        f"'{text}' is not a seed count (N >= 1), a range (10-14) or a list of distinct seeds (0,3,7)")
+    if text == "0":
+        raise argparse.ArgumentTypeError("'0' is not a seed count (N >= 1); for seed 0 alone use --seed 0")
+    seeds: list[int] = []
+    if re.fullmatch(r"\d+", text) and int(text) >= 1:
+        seeds = list(range(int(text)))
+    elif (m := re.fullmatch(r"(\d+)-(\d+)", text)) and int(m[1]) <= int(m[2]):
+        seeds = list(range(int(m[1]), int(m[2]) + 1))
+    elif re.fullmatch(r"\d+(,\d+)+", text) and len(set(text.split(","))) == len(text.split(",")):
+        seeds = [int(s) for s in text.split(",")]
+    if not seeds or len(seeds) > 1000 or max(seeds) > SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a seed count (N >= 1), a range (10-14) or a list of distinct seeds (0,3,7)"
+            f" of at most 1000 seeds in 0..{SEED_MAX}"
+        )
+    return seeds
+
+
+def parse_seed(text: str) -> int:
+    """One seed: an integer in 0..2**32-1."""
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a seed (an integer in 0..{SEED_MAX})")
+    return int(text)
+
+
+def parse_device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``: what the harness runs on (checked before torch is imported)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device the harness runs on (cpu, cuda or cuda:N)")
+    return text
 
 
 def _positive(text: str) -> int:
@@ -56,7 +73,7 @@ def _positive(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("keys", nargs="*", metavar="KEY", help="paper keys (see `atlas list`)")
     p.add_argument("--all", action="store_true", help="every paper that has a reproduction")
-    p.add_argument("--category", help="every reproduced paper of a category (e.g. distillation)")
+    p.add_argument("--category", choices=CATEGORIES, help="every reproduced paper of a category")
     p.add_argument(
         "--profile",
         default="quick",
@@ -64,13 +81,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="smoke (seconds), quick (default: about a minute on 2 CPU cores), paper (the paper's setting; GPU)",
     )
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, help="run this one seed (no interval: checks stay inconclusive)")
+    seeds.add_argument("--seed", type=parse_seed, help="run this one seed (no interval: checks stay inconclusive)")
     seeds.add_argument("--seeds", type=parse_seeds, metavar="N|A-B|A,B,..",
-                       help="a count (seeds 0..N-1), a range (10-14) or a list (0,3,7)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
-    p.add_argument(
-        "--dataset", help="run on another harness data set (digits, fashion-mnist, mnist, cifar10, ...)"
-    )
+                       help="a count N >= 1 (seeds 0..N-1; 0 is refused: seed 0 alone is --seed 0), "
+                       "a range (10-14) or a list (0,3,7)")
+    p.add_argument("--device", default="cpu", type=parse_device, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--dataset", choices=DATASETS, help="run on another harness data set")
     p.add_argument("--train-size", type=_positive, metavar="N",
                    help="train on the first N training examples only (budgets are steps, so unchanged)")
     p.add_argument("--data-dir", type=Path, help="where data sets live (default $ATLAS_DATA_DIR)")
@@ -95,13 +111,31 @@ def _keys(args: argparse.Namespace) -> list[str]:
         if not keys:
             raise AtlasError(f"no reproduced paper in category '{args.category}'")
         return keys
-    if not args.keys:
-        raise AtlasError("name a paper key, --category C or --all", hint="e.g. atlas reproduce hinton2015")
     return args.keys
 
 
+def check_keys(keys: list[str]) -> None:
+    """Refuse a key the catalogue lacks (exit 3, with the closest keys) or that has no file in
+    reproductions/ (exit 5), from the catalogue and the file names alone: nothing is imported, so a
+    typo is reported at once rather than after torch and every reproduction have loaded."""
+    catalogue = load_catalogue()
+    folder = atlas.ROOT / "reproductions"
+    for key in keys:
+        catalogue.get(key)
+        if not (folder / f"{key}.py").is_file():
+            done = sorted(f.stem for f in folder.glob("*.py") if not f.name.startswith("_"))
+            raise ReproductionError(
+                f"paper '{key}' has no reproduction yet (no reproductions/{key}.py)",
+                hint=f"reproduced so far: {', '.join(done)}",
+            )
+
+
 def run(args: argparse.Namespace) -> int:
-    # torch is imported here, not at start-up, so that `atlas list` and `--help` stay fast.
+    if not (args.keys or args.all or args.category):
+        raise AtlasError("name a paper key, --category C or --all", hint="e.g. atlas reproduce hinton2015")
+    check_keys(args.keys)
+    # torch is imported here, after the arguments are checked, so that `atlas list`, `--help` and a
+    # mistyped argument stay fast.
     from atlas.harness.runner import Request, reproduce
     from atlas.reference import load_references
     from atlas.report import claim_verdict_lines, record_summary, reported_text, verdicts

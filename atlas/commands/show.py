@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def describe_claim(claim: Claim) -> list[str]:
     return lines
 
 
-def published_record(key: str, root: Path | None = None) -> tuple[results.Record | None, str | None]:
-    """The paper's published record (paper profile, else quick), or why there is none to show."""
+def published_record(key: str, root: Path | None = None
+                     ) -> tuple[results.Record | None, results.StaleRecord | None]:
+    """The paper's published record (paper profile, else quick), or why it cannot be read."""
     base = results.results_dir(root) / key
     for profile in ("paper", "quick"):
         path = base / f"{profile}.json"
@@ -66,12 +68,12 @@ def published_record(key: str, root: Path | None = None) -> tuple[results.Record
             try:
                 return results.load(path), None
             except results.StaleRecord as exc:
-                return None, str(exc)
+                return None, exc
     return None, None
 
 
 def describe(paper: Paper, record: results.Record | None = None, verdict: RecordVerdict | None = None,
-             record_problem: str | None = None) -> str:
+             record_problem: results.StaleRecord | None = None) -> str:
     """The full text ``atlas show`` prints."""
     lines = [paper.title, "=" * min(len(paper.title), 100)]
     lines.append(f"key:        {paper.key}")
@@ -82,6 +84,8 @@ def describe(paper: Paper, record: results.Record | None = None, verdict: Record
         lines.append(f"{name + ':':<11} {link}")
     lines.append(f"categories: {', '.join(paper.categories)}")
     lines.append(f"kind:       {paper.kind}" + (f" ({paper.kind_note})" if paper.kind_note else ""))
+    if paper.same_work_as:
+        lines.append(f"same work:  {', '.join(paper.same_work_as)} (another entry for this work)")
     if paper.listed_in:
         lines.append(f"listed in:  {', '.join(paper.listed_in)}")
     reproduction = f"reproductions/{paper.key}.py" if has_reproduction(paper.key) else "none yet"
@@ -99,7 +103,7 @@ def describe(paper: Paper, record: results.Record | None = None, verdict: Record
         lines.append(f"published record: {verdict.verdict} ({record_summary(record)})")
         lines.append(f"  {record.path}")
     elif record_problem:
-        lines.append(f"published record: unreadable: {record_problem}")
+        lines.append(f"published record: unreadable ({record_problem.path}; the error below says why)")
     if paper.claims:
         lines.append(f"claims ({len(paper.claims)}):")
         for claim in paper.claims:
@@ -116,9 +120,13 @@ def describe(paper: Paper, record: results.Record | None = None, verdict: Record
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one paper; an unknown key raises UnknownKeyError (exit 3) with suggestions."""
+    """Print one paper; an unknown key raises UnknownKeyError (exit 3) with suggestions. An
+    unreadable published record: the paper is printed, then the error (exit 2)."""
     paper = load_catalogue().get(args.key)
     record, problem = published_record(paper.key, args.results_dir)
     verdict = judge_record(record, paper, load_references()) if record is not None else None
     print(describe(paper, record, verdict, problem))
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return problem.exit_code
     return 0

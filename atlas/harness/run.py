@@ -6,14 +6,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import io
 import json
 import os
-from collections.abc import Callable
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from atlas.harness import data as data_mod
@@ -52,6 +57,64 @@ def _defining_code_hash(fn: Callable[..., Any]) -> str:
 
 def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class DamagedEntry(Exception):
+    """A cached model that must not be used; the message says why (after the entry's name)."""
+
+
+def _meta_path(path: Path) -> Path:
+    """The entry's sidecar: the SHA-256 of the weights file and the training it had."""
+    return path.with_suffix(".meta.json")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _non_finite(state: Mapping[str, Any]) -> str | None:
+    """The first tensor of a state dict holding a NaN or an infinity, if any."""
+    return next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                 and not bool(torch.isfinite(v).all())), None)
+
+
+def _load_entry(model: nn.Module, path: Path, device: str) -> dict[str, Any]:
+    """Load a cache entry's weights into ``model`` and return its metadata, after checking, in
+    order: a plain file, a readable sidecar, the checksum, a weights-only load, finite weights,
+    and that the weights fit the model. :class:`DamagedEntry` says which failed."""
+    if not path.is_file():
+        raise DamagedEntry("is not a file")
+    try:
+        meta = json.loads(_meta_path(path).read_text(encoding="utf-8"))
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                and isinstance(meta.get("budgets"), list)):
+            raise ValueError("no sha256")
+    except (OSError, ValueError) as exc:
+        raise DamagedEntry(f"has no readable checksum ({type(exc).__name__})") from None
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise DamagedEntry(f"cannot be read ({exc.strerror or exc})") from None
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise DamagedEntry("does not match its checksum")
+    try:
+        with warnings.catch_warnings():  # the warning line above is the one the user needs
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
+    except Exception as exc:  # whatever a damaged file makes the unpickler raise
+        raise DamagedEntry(f"cannot be loaded ({type(exc).__name__})") from None
+    if not isinstance(state, Mapping):
+        raise DamagedEntry(f"holds a {type(state).__name__}, not a state dict")
+    if (bad := _non_finite(state)) is not None:
+        raise DamagedEntry(f"has non-finite weights ({bad})")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        raise DamagedEntry(f"does not fit the model ({str(exc).splitlines()[0][:160]})") from None
+    return meta
 
 
 @dataclass
@@ -135,40 +198,62 @@ class Run:
                  "limits": list(self._limits()), "torch": torch.__version__,
                  "code": _defining_code_hash(fit)}
         path = self.cache_dir / "models" / f"{name}-{stable_hash(ident)[:16]}.pt"
-        # The model's own random stream depends on the seed and its name alone, so the same weights
-        # come out whichever paper trains it first; the stream after it is the same whether the
-        # model was trained or loaded from the cache.
-        self.reseed(f"build:{name}", seed=seed)
-        model = build().to(self.device)
-        loaded = False
-        budget_file = path.with_suffix(".budget.json")
-        if path.exists():
-            try:
-                model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
-                loaded = True
-            except (RuntimeError, OSError, EOFError):
-                path.unlink(missing_ok=True)  # a damaged cache entry: train again
-        if loaded:
-            self.cache_hits.append({"model": name, "file": path.name, "code_hash": ident["code"]})
-            try:  # the training the cached model had, so that the record still describes it
-                cached = json.loads(budget_file.read_text(encoding="utf-8"))
-                self.budgets.extend({**b, "from_cache": True} for b in cached if isinstance(b, dict))
-            except (OSError, ValueError):
-                pass
-        else:
-            first = len(self.budgets)
-            fit(model)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(model.state_dict(), tmp)
-            tmp.replace(path)
-            budget_tmp = budget_file.with_suffix(f".{os.getpid()}.tmp")
-            budget_tmp.write_text(json.dumps(self.budgets[first:]), encoding="utf-8")
-            budget_tmp.replace(budget_file)
-            self.cache_trained.append(path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One process trains an entry; another that wants it meanwhile waits, then loads it.
+        with FileLock(path.with_suffix(".lock")):
+            for leftover in path.parent.glob(f"{path.stem}.*.tmp"):  # of a writer that was killed
+                leftover.unlink(missing_ok=True)
+            model, cached = self._load_or_build(name, seed, build, path)
+            if cached is not None:
+                self.cache_hits.append({"model": name, "file": path.name, "code_hash": ident["code"],
+                                        "sha256": cached["sha256"]})
+                # the training the cached model had, so that the record still describes it
+                self.budgets.extend({**b, "from_cache": True} for b in cached["budgets"] if isinstance(b, dict))
+            else:
+                first = len(self.budgets)
+                fit(model)
+                self._save_cached(name, model, path, self.budgets[first:])
+                self.cache_trained.append(path.name)
         model.eval()
         self.reseed(f"after:{name}")
         return model
+
+    def _load_or_build(self, name: str, seed: int, build: Callable[[], nn.Module],
+                       path: Path) -> tuple[nn.Module, dict[str, Any] | None]:
+        """A freshly built model (the same random stream whether or not it is then loaded) with the
+        cached weights loaded, and the entry's metadata; ``None`` when there is no usable entry. A
+        damaged entry is removed with a one-line warning, and the model built anew to be trained."""
+        self.reseed(f"build:{name}", seed=seed)
+        model = build().to(self.device)
+        if not (path.exists() or path.is_symlink()):
+            return model, None
+        try:
+            return model, _load_entry(model, path, self.device)
+        except DamagedEntry as exc:
+            print(f"warning: cached model {path} {exc}; removed it, training the model again",
+                  file=sys.stderr, flush=True)
+            for item in (path, _meta_path(path)):
+                _remove(item)
+        self.reseed(f"build:{name}", seed=seed)  # a failed load may have changed some weights
+        return build().to(self.device), None
+
+    @staticmethod
+    def _save_cached(name: str, model: nn.Module, path: Path, budgets: list[dict[str, Any]]) -> None:
+        """Save the weights, then their checksum and training beside them (each file atomically,
+        the checksum last: an entry without one is not trusted). Non-finite weights are not cached."""
+        state = model.state_dict()
+        if _non_finite(state):
+            print(f"warning: training {name} gave non-finite weights ({_non_finite(state)}); not cached",
+                  file=sys.stderr, flush=True)
+            return
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        blob = buffer.getvalue()
+        meta = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "budgets": budgets}
+        for target, data in ((path, blob), (_meta_path(path), json.dumps(meta).encode())):
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
 
     def reseed(self, stage: str, seed: int | None = None) -> None:
         """Restart the random streams (torch's global one and the data-order generator) from a seed

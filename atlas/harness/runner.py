@@ -104,53 +104,58 @@ def reproduce(req: Request, *, catalogue: Catalogue | None = None,
     chash = code_hash(repro)
     root = results.results_dir(req.results_dir)
     path = results.record_path(root, req.key, req.profile, config_hash, req.is_default)
-    if path.exists() and not req.force:
-        try:
+
+    def waiting(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    # One run of a paper and profile at a time: a second waits, then reuses the first's record.
+    with results.record_lock(root, req.key, req.profile, on_wait=waiting):
+        if path.exists() and not req.force:
+            # A damaged record or one of an older schema: StaleRecord naming the file and the fix
+            # (--force), never silently replaced.
             old = results.load(path)
-        except results.StaleRecord:
-            old = None  # an older schema or a damaged file: this run replaces it
-        if old is not None and old.config_hash == config_hash and old.code_hash == chash:
-            return old, True
+            if old.config_hash == config_hash and old.code_hash == chash:
+                return old, True
 
-    started = time.perf_counter()
-    per_seed: list[list[Measured]] = []
-    budgets, cache_hits, trained_here = [], {}, set()
-    for i, seed in enumerate(seeds):
-        if on_seed:
-            on_seed(i, seed)
-        run = Run(req.key, req.profile, config, seed, device=req.device, data_dir=req.data_dir,
-                  allow_download=req.download, progress=req.progress, train_size=req.train_size)
-        repro.fn(run)
-        if not run.measured:
-            raise ReproductionError(f"reproductions/{req.key}.py recorded nothing (it must call run.record)")
-        for m in run.measured:
-            paper.claim(m.claim)  # a claim id papers.yaml does not know -> a clear error
-        per_seed.append(run.measured)
-        budgets = budgets or run.budgets
-        trained_here.update(run.cache_trained)
-        # Models this run trained for an earlier seed and reused for this one do not make it warm.
-        earlier = [h for h in run.cache_hits if h["file"] not in trained_here]
-        if earlier:
-            cache_hits[str(seed)] = earlier
-    wall = time.perf_counter() - started
+        started = time.perf_counter()
+        per_seed: list[list[Measured]] = []
+        budgets, cache_hits, trained_here = [], {}, set()
+        for i, seed in enumerate(seeds):
+            if on_seed:
+                on_seed(i, seed)
+            run = Run(req.key, req.profile, config, seed, device=req.device, data_dir=req.data_dir,
+                      allow_download=req.download, progress=req.progress, train_size=req.train_size)
+            repro.fn(run)
+            if not run.measured:
+                raise ReproductionError(f"reproductions/{req.key}.py recorded nothing (it must call run.record)")
+            for m in run.measured:
+                paper.claim(m.claim)  # a claim id papers.yaml does not know -> a clear error
+            per_seed.append(run.measured)
+            budgets = budgets or run.budgets
+            trained_here.update(run.cache_trained)
+            # Models this run trained for an earlier seed and reused for this one do not make it warm.
+            earlier = [h for h in run.cache_hits if h["file"] not in trained_here]
+            if earlier:
+                cache_hits[str(seed)] = earlier
+        wall = time.perf_counter() - started
 
-    outcomes = gather(per_seed, seeds, paper)
-    provenance = {
-        **git_commit(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "profile": req.profile, "seeds": seeds, "dataset": config.get("dataset"),
-        "train_size": req.train_size,
-        "torch": torch.__version__, "python": platform.python_version(), "atlas": __version__,
-        "platform": platform.platform(), "device": device_description(req.device),
-        "wall_time_s": round(wall, 2),
-        # cold: every model this run used it trained itself; otherwise the cached models it loaded
-        # (trained by an earlier run), per seed, with the code hash of the code that trained them.
-        "cold": not cache_hits, "cache_hits": cache_hits,
-        "training": budgets,
-        "config_hash": config_hash, "code_hash": chash,
-        "command": " ".join(["atlas", *sys.argv[1:]]) if os.path.basename(sys.argv[0]) == "atlas" else None,
-    }
-    record = results.Record(key=req.key, profile=req.profile, seeds=seeds, config_hash=config_hash,
-                            code_hash=chash, config=config, outcomes=outcomes, provenance=provenance)
-    results.save(record, path)
+        outcomes = gather(per_seed, seeds, paper)
+        provenance = {
+            **git_commit(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "profile": req.profile, "seeds": seeds, "dataset": config.get("dataset"),
+            "train_size": req.train_size,
+            "torch": torch.__version__, "python": platform.python_version(), "atlas": __version__,
+            "platform": platform.platform(), "device": device_description(req.device),
+            "wall_time_s": round(wall, 2),
+            # cold: every model this run used it trained itself; otherwise the cached models it loaded
+            # (trained by an earlier run), per seed, with the code hash of the code that trained them.
+            "cold": not cache_hits, "cache_hits": cache_hits,
+            "training": budgets,
+            "config_hash": config_hash, "code_hash": chash,
+            "command": " ".join(["atlas", *sys.argv[1:]]) if os.path.basename(sys.argv[0]) == "atlas" else None,
+        }
+        record = results.Record(key=req.key, profile=req.profile, seeds=seeds, config_hash=config_hash,
+                                code_hash=chash, config=config, outcomes=outcomes, provenance=provenance)
+        results.save(record, path)
     return record, False

@@ -7,6 +7,7 @@ used (and tested) without MkDocs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from atlas.site.plots import Point, category_plot, reported_point, reproduced_po
 __all__ = ["generate", "nav", "render_all"]
 
 INTRO_MARKER = "<!-- atlas:generated -->"
+
+# Under "mkdocs.", so that `mkdocs build --strict` counts its warnings and fails.
+log = logging.getLogger("mkdocs.plugins.atlas")
 
 
 def category_points(data: SiteData, cat: str) -> list[Point]:
@@ -71,6 +75,8 @@ def generate(open_file: Callable[..., Any], docs_dir: Path | str, config: Any = 
     if intro_path.is_file():
         intro = intro_path.read_text(encoding="utf-8")
     data = collect()
+    for problem in data.unreadable.values():  # the paper is shown as "record unreadable"
+        log.warning("unreadable run record: %s", problem.replace("\n", " "))
     files = render_all(data, intro.split(INTRO_MARKER)[0])
     if INTRO_MARKER in intro:
         files["index.md"] = str(files["index.md"]) + "\n" + intro.split(INTRO_MARKER, 1)[1]

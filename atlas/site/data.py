@@ -45,10 +45,15 @@ class SiteData:
     records: dict[str, Record]
     reproductions: dict[str, ReproductionInfo]
     verdicts: dict[str, RecordVerdict] = field(default_factory=dict)  # judged now, from the records
-    unreadable: list[str] = field(default_factory=list)  # records that could not be read, and why
+    # paper key -> why its record could not be read (the paper is shown as "record unreadable")
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def record(self, key: str) -> Record | None:
         return self.records.get(key)
+
+    def unreadable_record(self, key: str) -> bool:
+        """The paper has no record to show because its record could not be read."""
+        return key not in self.records and key in self.unreadable
 
     def verdict(self, key: str) -> str | None:
         """The paper's verdict over all its judged claims, or None without a record."""
@@ -131,7 +136,11 @@ def collect(results_root: Path | None = None) -> SiteData:
                if k in catalogue}
     refs = load_references()
     verdicts = {k: judge_record(r, catalogue.get(k), refs) for k, r in records.items()}
-    return SiteData(catalogue, records, scan_reproductions(), verdicts, [str(p) for p in problems])
+    unreadable: dict[str, str] = {}
+    for problem in problems:
+        key = problem.path.parent.name if problem.path is not None else "?"
+        unreadable[key] = "\n".join(filter(None, [unreadable.get(key), str(problem)]))
+    return SiteData(catalogue, records, scan_reproductions(), verdicts, unreadable)
 
 
 def primary_claim(paper: Paper, data: SiteData) -> Claim | None:

@@ -16,7 +16,7 @@ from collections import Counter
 from atlas.bibtex import to_bibtex
 from atlas.catalogue import CATEGORIES, Claim, Paper
 from atlas.errors import CatalogueError
-from atlas.report import fmt, measured_text, reported_text, target_text
+from atlas.report import RECORD_UNREADABLE, fmt, measured_text, reported_text, target_text
 from atlas.results import Outcome, Record
 from atlas.site.data import SiteData, primary_claim
 from atlas.verdict import VERDICTS, ClaimVerdict
@@ -280,7 +280,8 @@ def comparison_page(data: SiteData) -> str:
         record = data.record(paper.key)
         outcome = data.outcome(paper.key, claim) if claim else None
         # The paper's verdict over all its judged claims (the page lists each claim's own verdict).
-        verdict = data.verdict(paper.key) if record else ("not run" if claim and claim.checks else "")
+        verdict = data.verdict(paper.key) if record else (
+            RECORD_UNREADABLE if data.unreadable_record(paper.key) else "not run" if claim and claim.checks else "")
         cv = data.claim_verdict(paper.key, claim.id) if claim else None
         more = len(paper.claims) - 1
         reported = _claim_summary(claim)
@@ -430,7 +431,9 @@ def papers_index_page(data: SiteData) -> str:
             str(paper.year),
             md(paper.venue.short),
             ", ".join(f"[{md(c)}]({rel(page, category_path(c))})" for c in paper.categories),
-            verdict_badge(data.verdict(paper.key)) if record else ("reproduction" if paper.key in data.reproductions else ""),
+            verdict_badge(data.verdict(paper.key)) if record else (
+                verdict_badge(RECORD_UNREADABLE) if data.unreadable_record(paper.key)
+                else "reproduction" if paper.key in data.reproductions else ""),
         ])
     return "\n".join([
         "# All papers",
@@ -573,6 +576,7 @@ def paper_page(data: SiteData, paper: Paper) -> str:
     record = data.record(paper.key)
     facts.append(["Result", verdict_badge(data.verdict(paper.key)) + f" ({h(record.profile)} profile, "
                   f"n={len(record.seeds)} seeds)" if record
+                  else verdict_badge(RECORD_UNREADABLE) if data.unreadable_record(paper.key)
                   else ("not run yet" if paper.key in data.reproductions else "no reproduction yet")])
     lines += ['<table class="atlas-facts">',
               *[f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts],
@@ -608,6 +612,9 @@ def paper_page(data: SiteData, paper: Paper) -> str:
             lines.append("")
         lines += _provenance_table(record)
         lines.append("")
+    elif data.unreadable_record(paper.key):
+        lines += [f"Published result: {verdict_badge(RECORD_UNREADABLE)}. The site build could not read it:",
+                  "", "```text", data.unreadable[paper.key], "```", ""]
     elif info is not None:
         lines += ["No published result yet.", ""]
     if info is not None:
