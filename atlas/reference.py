@@ -59,9 +59,14 @@ def reference_dir(root: Path | None = None) -> Path:
 
 
 def _spec_tag(spec: dict[str, Any]) -> str:
+    """``{"hidden": [256, 256], "width": 0.5}`` -> ``-hidden256x256-width0.5`` (a file-name part)."""
     if not spec:
         return ""
-    return "-" + "-".join(f"{k}{v}" for k, v in sorted(spec.items()))
+
+    def text(value: Any) -> str:
+        return "x".join(map(text, value)) if isinstance(value, list | tuple) else str(value)
+
+    return "-" + "-".join(f"{k}{text(v)}" for k, v in sorted(spec.items()))
 
 
 def reference_path(model: str, spec: dict[str, Any], dataset: str, train_size: int, test_size: int,
