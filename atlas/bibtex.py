@@ -3,7 +3,8 @@
 :func:`entry_for` maps a :class:`~atlas.catalogue.Paper` to a BibTeX entry (``inproceedings`` for
 conference and workshop papers, ``article`` for journals, ``misc`` with ``eprint`` for arXiv
 preprints, ``incollection`` for book chapters); :func:`to_bibtex` writes a list of papers;
-:func:`read_bib` reads a ``.bib`` file and refuses anything malformed with the file and line.
+:func:`read_bib` reads a ``.bib`` file and refuses anything malformed with the file and line;
+:func:`split_names` splits its author lists by BibTeX's own rules (bibtexparser's name splitting).
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import bibtexparser
+from bibtexparser.middlewares.names import (
+    InvalidNameError,
+    parse_single_name_into_parts,
+    split_multiple_persons_names,
+)
 from bibtexparser.model import Entry, Field
 from pylatexenc.latex2text import LatexNodes2Text
 from pylatexenc.latexencode import UnicodeToLatexEncoder
@@ -21,7 +28,7 @@ from pylatexenc.latexencode import UnicodeToLatexEncoder
 from atlas.catalogue import Paper, display_path
 from atlas.errors import CatalogueError
 
-__all__ = ["entry_for", "latex_unescape", "protect_title", "read_bib", "to_bibtex"]
+__all__ = ["Person", "entry_for", "latex_unescape", "protect_title", "read_bib", "split_names", "to_bibtex"]
 
 #: Words kept capitalised even by sentence-case bibliography styles.
 PROPER_WORDS = frozenset(
@@ -120,6 +127,44 @@ def to_bibtex(papers: Iterable[Paper]) -> str:
     return bibtexparser.write_string(library)
 
 
+@dataclass(frozen=True)
+class Person:
+    """One name of a BibTeX name list, in BibTeX's four parts, each LaTeX-decoded."""
+
+    first: str
+    von: str
+    last: str
+    jr: str
+
+    @property
+    def surname(self) -> str:
+        """The von and Last parts: ``van der Maaten`` (what a key is made of)."""
+        return " ".join(part for part in (self.von, self.last) if part)
+
+    @property
+    def full(self) -> str:
+        """``First von Last``, then ``, Jr`` when there is one: how papers.yaml writes an author."""
+        name = " ".join(part for part in (self.first, self.surname) if part)
+        return f"{name}, {self.jr}" if self.jr else name
+
+
+def split_names(text: str) -> list[Person]:
+    """A BibTeX name list (``and``-separated, LaTeX as in the file) split by bibtexparser's
+    implementation of BibTeX's rules, so ``van der Maaten, Laurens`` and ``Laurens van der Maaten``
+    are the same person; ``and others`` is dropped. Each part is decoded after splitting, so braces
+    keep a group together (``{Google Brain}``, ``Yann {Le Cun}``) and ``{\'E}mile`` is ``Émile``.
+    Raises ``ValueError`` (bibtexparser's ``InvalidNameError``) for a name it cannot split, such as
+    ``Han, Song, Jr, X``."""
+    people = []
+    for name in split_multiple_persons_names(text):
+        if name.strip().lower() == "others":
+            continue
+        parts = parse_single_name_into_parts(name)
+        people.append(Person(*(latex_unescape(" ".join(words))
+                               for words in (parts.first, parts.von, parts.last, parts.jr))))
+    return people
+
+
 def _field(entry: Entry, name: str) -> str | None:
     for field in entry.fields:
         if field.key.lower() == name:
@@ -171,6 +216,11 @@ def read_bib(path: Path) -> list[Entry]:
         year = latex_unescape(_field(entry, "year") or "")
         if not re.fullmatch(r"[0-9]{4}", year):
             problems.append((line, f"entry '{entry.key}', field 'year': {year!r} is not a year"))
+        try:
+            split_names(_field(entry, "author") or "")
+        except InvalidNameError as exc:
+            problems.append((line, f"entry '{entry.key}', field 'author': cannot split the name "
+                                   f"{exc.name.strip()!r}: {exc.reason.lower()}"))
     for comment in library.comments:
         # text outside entries that starts like an entry is a typo the parser skipped silently
         body = getattr(comment, "comment", "")

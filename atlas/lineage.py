@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = "reproductions"
+PACKAGE = "atlas_reproductions"
 
 
 def imported_reproductions(path: Path) -> list[str]:

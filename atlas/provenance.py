@@ -7,20 +7,23 @@ import subprocess
 
 import torch
 
-from atlas import ROOT
+from atlas import CHECKOUT
 
 #: Paths whose changes do not make the code "dirty": the run records themselves.
 NOT_CODE = ("results",)
 
 
 def git_commit() -> dict[str, object]:
-    """The checked-out commit and whether tracked files other than the run records differ from it."""
+    """The checked-out commit and whether tracked files other than the run records differ from it;
+    none for an installed package (which is not a checkout, whatever folder it was installed in)."""
+    if CHECKOUT is None:
+        return {"commit": None, "dirty": None}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
         excludes = [f":(exclude){p}" for p in NOT_CODE]
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes],
-                                cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+                                cwd=CHECKOUT, capture_output=True, text=True, timeout=10).stdout.strip()
         return {"commit": commit, "dirty": bool(status)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}

@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from atlas import ROOT
+from atlas import CHECKOUT, ROOT
 from atlas.errors import AtlasError
-from atlas.results import Baseline, Metric, write_atomic
+from atlas.fsio import atomic_write
+from atlas.results import Baseline, Metric, user_results_dir
 
 SCHEMA_VERSION = 1
 #: How far (percentage points of test accuracy) a baseline may fall below its model's reference.
@@ -51,11 +52,30 @@ class ReferenceRecord(BaseModel):
 
 
 def reference_dir(root: Path | None = None) -> Path:
-    """``root``, else ``$ATLAS_REFERENCE_DIR``, else the published ``results/reference`` (the same
-    references whatever results folder a run writes to)."""
+    """Where references are written, and read first: ``root``, else ``$ATLAS_REFERENCE_DIR``, else the
+    published ``results/reference`` of the checkout (the same references whatever results folder a
+    run writes to), else, for an installed package (never written), ``reference/`` in the user's
+    results folder (:func:`atlas.results.user_results_dir`)."""
     if root is not None:
         return Path(root)
-    return Path(os.environ.get("ATLAS_REFERENCE_DIR", ROOT / "results" / "reference"))
+    if os.environ.get("ATLAS_REFERENCE_DIR"):
+        return Path(os.environ["ATLAS_REFERENCE_DIR"])
+    return published_reference_dir() if CHECKOUT is not None else user_results_dir() / "reference"
+
+
+def published_reference_dir() -> Path:
+    """The published references: ``results/reference`` of the checkout, or the installed copy."""
+    return ROOT / "results" / "reference"
+
+
+def reference_dirs(root: Path | None = None) -> list[Path]:
+    """The folders references are read from, the first holding a file winning: :func:`reference_dir`,
+    then, for an installed package with neither ``root`` nor ``$ATLAS_REFERENCE_DIR``, the published
+    references it carries."""
+    first = reference_dir(root)
+    if root is None and not os.environ.get("ATLAS_REFERENCE_DIR") and first != published_reference_dir():
+        return [first, published_reference_dir()]
+    return [first]
 
 
 def _spec_tag(spec: dict[str, Any]) -> str:
@@ -76,8 +96,12 @@ def reference_path(model: str, spec: dict[str, Any], dataset: str, train_size: i
 
 def load_references(root: Path | None = None) -> list[ReferenceRecord]:
     """Every reference record; an unreadable one raises an error naming the file."""
+    found: dict[tuple[str, str], Path] = {}
+    for folder in reference_dirs(root):
+        for path in folder.glob("*/*.json"):
+            found.setdefault((path.parent.name, path.name), path)
     out = []
-    for path in sorted(reference_dir(root).glob("*/*.json")):
+    for path in (found[k] for k in sorted(found)):
         try:
             out.append(ReferenceRecord.model_validate(json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError, ValidationError) as exc:
@@ -92,5 +116,5 @@ def find(baseline: Baseline, references: list[ReferenceRecord]) -> ReferenceReco
 
 def save_reference(ref: ReferenceRecord, root: Path | None = None) -> Path:
     path = reference_path(ref.model, ref.spec, ref.dataset, ref.train_size, ref.test_size, root)
-    write_atomic(path, json.dumps(ref.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    atomic_write(path, json.dumps(ref.model_dump(mode="json", by_alias=True), indent=2) + "\n")
     return path

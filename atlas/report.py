@@ -211,4 +211,6 @@ def claim_verdict_lines(outcome: Outcome, verdict: ClaimVerdict, indent: str = "
         lines.append(f"{indent}  note: {note}")
     if outcome.differs:
         lines.append(f"{indent}  harness differs: {outcome.differs}")
+    if outcome.diagnosis:
+        lines.append(f"{indent}  diagnosis: {outcome.diagnosis}")
     return lines

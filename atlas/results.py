@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +29,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from atlas import ROOT
+from atlas import CHECKOUT, ROOT
 from atlas.errors import AtlasError
+from atlas.fsio import atomic_write, default_cache_dir
 from atlas.stats import Interval, interval
 
 SCHEMA_VERSION = 2
@@ -48,10 +48,53 @@ class StaleRecord(AtlasError):
         self.path = path
 
 
+def user_results_dir() -> Path:
+    """``$XDG_DATA_HOME/compression-atlas/results`` (``~/.local/share/compression-atlas/results``):
+    where an installed atlas keeps the records its runs write."""
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "compression-atlas" / "results"
+
+
+def published_dir() -> Path:
+    """The published records: ``results/`` of the checkout, or the copy an installed package carries."""
+    return ROOT / "results"
+
+
 def results_dir(override: Path | str | None = None) -> Path:
+    """Where run records are written, and read first: ``override`` (``--results-dir``), else
+    ``$ATLAS_RESULTS_DIR``, else ``results/`` of the checkout the atlas runs from (a run there
+    publishes), else, for an installed package (never written), :func:`user_results_dir`."""
     if override is not None:
         return Path(override)
-    return Path(os.environ.get("ATLAS_RESULTS_DIR", ROOT / "results"))
+    if os.environ.get("ATLAS_RESULTS_DIR"):
+        return Path(os.environ["ATLAS_RESULTS_DIR"])
+    return published_dir() if CHECKOUT is not None else user_results_dir()
+
+
+def record_dirs(override: Path | str | None = None) -> list[Path]:
+    """The folders records are read from, the first holding a file winning: :func:`results_dir`,
+    then, for an installed package with neither ``override`` nor ``$ATLAS_RESULTS_DIR``, the
+    published records it carries (a user's own runs shadow them)."""
+    first = results_dir(override)
+    if override is None and not os.environ.get("ATLAS_RESULTS_DIR") and first != published_dir():
+        return [first, published_dir()]
+    return [first]
+
+
+def record_files(override: Path | str | None = None) -> list[Path]:
+    """Every ``<key>/<name>.json`` of :func:`record_dirs` (the reference records excluded), sorted by
+    key and name; a file shadowed by one of the same key and name in an earlier folder is left out."""
+    found: dict[tuple[str, str], Path] = {}
+    for folder in record_dirs(override):
+        for path in folder.glob("*/*.json"):
+            if path.parent.name != "reference":
+                found.setdefault((path.parent.name, path.name), path)
+    return [found[k] for k in sorted(found)]
+
+
+def find_record(key: str, name: str, override: Path | str | None = None) -> Path | None:
+    """``<key>/<name>`` in the first of :func:`record_dirs` that has it (``name``: ``quick.json``)."""
+    return next((d / key / name for d in record_dirs(override) if (d / key / name).exists()), None)
 
 
 class _Strict(BaseModel):
@@ -95,6 +138,9 @@ class Outcome(_Strict):
     baseline: Baseline | None = None
     differs: str = ""
     notes: str = ""
+    # Why the atlas believes a gap to the paper is the method's and not the harness's: what was tried
+    # and measured. Every claim that is not reproduced needs one.
+    diagnosis: str = ""
 
     def mean(self, name: str) -> float | None:
         m = self.metrics.get(name)
@@ -207,21 +253,6 @@ def record_path(root: Path, key: str, profile: str, config_hash: str, default: b
     return root / key / name
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def record_lock(root: Path, key: str, profile: str,
                 on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -231,8 +262,7 @@ def record_lock(root: Path, key: str, profile: str,
     files a killed writer left beside the records are removed once the lock is held."""
     folder = root / key
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("ATLAS_CACHE_DIR", Path.home() / ".cache" / "compression-atlas"))
-    lock_path = cache / "locks" / f"{key}-{profile}-{digest}.lock"
+    lock_path = default_cache_dir() / "locks" / f"{key}-{profile}-{digest}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_path)
     try:
@@ -250,7 +280,7 @@ def record_lock(root: Path, key: str, profile: str,
 
 
 def save(record: Record, path: Path) -> Path:
-    write_atomic(path, record.to_json())
+    atomic_write(path, record.to_json())
     record.path = path
     return path
 
@@ -268,13 +298,10 @@ def load(path: Path) -> Record:
 
 
 def load_all(root: Path | None = None, problems: list[StaleRecord] | None = None) -> list[Record]:
-    """Every record under ``root`` (default: the results folder). Unreadable files are skipped;
+    """Every record under ``root`` (default: :func:`record_dirs`). Unreadable files are skipped;
     pass ``problems`` to collect what was wrong with them."""
-    base = results_dir(root)
     records = []
-    for path in sorted(base.glob("*/*.json")):
-        if path.parent.name == "reference":
-            continue
+    for path in record_files(root):
         try:
             records.append(load(path))
         except StaleRecord as exc:
@@ -290,8 +317,8 @@ def published(root: Path | None = None, *, include_smoke: bool = False,
     read; pass ``problems`` to collect those that could not be read."""
     profiles = [p for p in PROFILE_NAMES if include_smoke or p != "smoke"]
     best: dict[str, Record] = {}
-    for path in sorted(results_dir(root).glob("*/*.json")):
-        if path.parent.name == "reference" or path.stem not in profiles:
+    for path in record_files(root):
+        if path.stem not in profiles:
             continue
         try:
             rec = load(path)

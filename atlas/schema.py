@@ -1,44 +1,63 @@
-"""The papers.yaml schema: every field, its type and its allowed values, checked with line numbers.
+"""The papers.yaml schema, declared once: pydantic models whose fields are the file's fields.
 
-:func:`parse_text` reads YAML text into plain Python values that remember the line each mapping key
-and each list item came from (:class:`LineDict`, :class:`LineList`); :func:`validate` checks a parsed
-catalogue and returns every :class:`Problem` it finds. ``atlas.catalogue`` turns problems into a
-:class:`~atlas.errors.CatalogueError` and the checked data into dataclasses.
+The models (:class:`Paper`, :class:`Venue`, :class:`SurveyRow`, :class:`Claim`, :class:`Check`,
+:class:`Tolerance`) are both the schema and the catalogue's objects (``atlas.catalogue`` reads the
+file into them and re-exports them). Each field refuses bad input with a sentence that says what is
+wrong and, where it helps, the fix; ``atlas.catalogue`` adds the file, line, paper key and field.
+``papers.schema.json`` at the repository root, for editors, is generated from the models:
+``python -m atlas.schema`` rewrites it, ``--check`` says whether it is current.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import re
+import sys
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-CATEGORIES: tuple[str, ...] = (
-    "survey",
-    "distillation",
-    "pruning",
-    "quantization",
-    "low-rank",
-    "dynamic-computation",
-    "compact-design",
+import atlas
+from atlas.errors import CatalogueError
+from atlas.fsio import atomic_write
+
+Category = Literal[
+    "survey", "distillation", "pruning", "quantization", "low-rank", "dynamic-computation", "compact-design",
     "others",
-)
-KINDS: tuple[str, ...] = ("method", "survey", "hardware/system", "off-topic")
-VENUE_TYPES: tuple[str, ...] = ("conference", "journal", "workshop", "preprint", "book")
-SEEDS: tuple[str, ...] = ("list", "annotated")
-SURVEY_CLASSES: tuple[str, ...] = (
-    "Transfer",
-    "Pruning",
-    "Quantization",
-    "Decomposition and Low-Rank",
-    "Sparse",
-    "Design",
-)
-CONFIDENCES: tuple[str, ...] = ("high", "checked", "recalled")
-DIRECTIONS: tuple[str, ...] = ("higher", "lower", "equal")
+]
+Kind = Literal["method", "survey", "hardware/system", "off-topic"]
+VenueType = Literal["conference", "journal", "workshop", "preprint", "book"]
+Seed = Literal["list", "annotated"]
+SurveyClass = Literal["Transfer", "Pruning", "Quantization", "Decomposition and Low-Rank", "Sparse", "Design"]
+Confidence = Literal["high", "checked", "recalled"]
+Direction = Literal["higher", "lower", "equal"]
+
+CATEGORIES: tuple[str, ...] = get_args(Category)
+KINDS: tuple[str, ...] = get_args(Kind)
+VENUE_TYPES: tuple[str, ...] = get_args(VenueType)
+SEEDS: tuple[str, ...] = get_args(Seed)
+SURVEY_CLASSES: tuple[str, ...] = get_args(SurveyClass)
+CONFIDENCES: tuple[str, ...] = get_args(Confidence)
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
 KEY_RE = re.compile(r"^[a-z]+[0-9]{4}[a-z]?$")
 CLAIM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -51,17 +70,8 @@ URL_RE = re.compile(r"^https?://\S+$")
 
 YEAR_MIN, YEAR_MAX = 1950, 2030
 
-PAPER_REQUIRED = ("key", "title", "authors", "year", "venue", "categories", "kind")
-PAPER_OPTIONAL = ("arxiv", "doi", "url", "kind_note", "same_work_as", "listed_in", "survey", "claims")
-VENUE_FIELDS = ("name", "short", "type")
-SURVEY_FIELDS = ("ref", "class", "conference", "cite", "detailed", "superiority", "weakness")
-CLAIM_REQUIRED = ("id", "model", "dataset", "metric", "source", "confidence")
-CLAIM_NUMBERS = ("baseline", "compressed", "ratio", "speedup", "bits", "sparsity")
-CLAIM_OPTIONAL = (*CLAIM_NUMBERS, "arxiv_version", "note", "checks")
-CHECK_REQUIRED = ("quantity", "target", "direction", "tolerance")
-
-#: At most this many problems are reported at once.
-MAX_PROBLEMS = 20
+#: The JSON Schema editors read, generated from the models by ``python -m atlas.schema``.
+SCHEMA_FILE = "papers.schema.json"
 
 
 def is_arxiv_id(value: str) -> bool:
@@ -99,686 +109,381 @@ def key_stem(surname: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with line numbers
+# field types: each refuses bad input with a sentence that says what is wrong and how to fix it
 
 
-class LineDict(dict):
-    """A mapping parsed from YAML that remembers its own line and each key's line (1-based)."""
-
-    line: int
-    key_lines: dict[Any, int]
-    value_lines: dict[Any, int]
-    duplicates: list[tuple[Any, int]]
+def _fail(message: str, field: str | None = None, at: str | None = None) -> PydanticCustomError:
+    """An error in our words. A rule of one field about another reports it under the other's name
+    (``field``, at its line) or under its own name at the other's line (``at``)."""
+    return PydanticCustomError("atlas", message, {"field": field, "at": at})
 
 
-class LineList(list):
-    """A sequence parsed from YAML that remembers its own line and each item's line (1-based)."""
+def _string(test: Callable[[str], bool], problem: str, pattern: str | None = None) -> Any:
+    """A string that passes ``test``; ``problem`` follows the value's repr in the error."""
 
-    line: int
-    item_lines: list[int]
+    def check(value: str) -> str:
+        if not test(value):
+            raise _fail(f"{value!r} {problem}")
+        return value
+
+    schema: dict[str, Any] = {"type": "string", **({"pattern": pattern} if pattern else {})}
+    return Annotated[str, AfterValidator(check), WithJsonSchema(schema)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise _fail("must not be empty")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if "\n" in value.strip():
+        raise _fail("must be one line")
+    return value
+
+
+def _distinct(values: tuple[str, ...]) -> tuple[str, ...]:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise _fail(f"{value!r} is listed twice")
+    return values
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the catalogue, located by line, paper key and field."""
+class _List:
+    """Marks a tuple field read from a YAML list. With ``items`` (a noun: "author") the list must
+    not be empty; with ``null``, null is read as no items. The JSON Schema says the same."""
 
-    line: int | None
-    message: str
-    key: str | None = None
-    field: str | None = None
+    items: str | None = None
+    null: bool = False
 
-    def render(self, filename: str) -> str:
-        """``papers.yaml:12: paper 'han2015', field 'arxiv': ...``."""
-        where = f"{filename}:{self.line}" if self.line else filename
-        parts = []
-        if self.key is not None:
-            parts.append(f"paper '{self.key}'")
-        if self.field is not None:
-            parts.append(f"field '{self.field}'")
-        subject = ", ".join(parts)
-        return f"{where}: {subject + ': ' if subject else ''}{self.message}"
+    def read(self, value: Any) -> Any:
+        if value is None and self.null:
+            return ()
+        if isinstance(value, list) and not value and self.items:
+            unless = " (or leave the field out)" if self.null else ""
+            raise _fail(f"must name at least one {self.items}{unless}")
+        return tuple(value) if isinstance(value, list) else value
 
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.read, handler(source))
 
-class YamlSyntaxError(Exception):
-    """The text is not YAML; ``line``/``column`` are 1-based."""
-
-    def __init__(self, message: str, line: int | None, column: int | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        array = {**handler(schema), **({"minItems": 1} if self.items else {})}
+        return {"anyOf": [array, {"type": "null"}]} if self.null else array
 
 
-def _convert(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        result = LineDict()
-        result.line = node.start_mark.line + 1
-        result.key_lines = {}
-        result.value_lines = {}
-        result.duplicates = []
-        for key_node, value_node in node.value:
-            key = _convert(key_node, loader)
-            try:
-                hash(key)
-            except TypeError:
-                key = repr(key)
-            line = key_node.start_mark.line + 1
-            if key in result:
-                result.duplicates.append((key, line))
-                continue
-            result.key_lines[key] = line
-            result.value_lines[key] = value_node.start_mark.line + 1
-            result[key] = _convert(value_node, loader)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        items = LineList(_convert(item, loader) for item in node.value)
-        items.line = node.start_mark.line + 1
-        items.item_lines = [item.start_mark.line + 1 for item in node.value]
-        return items
-    return loader.construct_object(node, deep=True)
+Text = Annotated[str, AfterValidator(_not_blank), WithJsonSchema({"type": "string", "minLength": 1})]
+PaperKey = _string(
+    KEY_RE.match,
+    "is not a paper key (surname + year + optional suffix: ^[a-z]+[0-9]{4}[a-z]?$)",
+    KEY_RE.pattern,
+)
+ArxivId = _string(
+    is_arxiv_id,
+    "is not an arXiv id (1506.02626 or cs/0101001)",
+    rf"^(?:{ARXIV_NEW_RE.pattern[1:-1]}|{ARXIV_OLD_RE.pattern[1:-1]})$",
+)
+Doi = _string(is_doi, "is not a DOI (10.NNNN/..., without https://doi.org/)", DOI_RE.pattern)
+Url = _string(URL_RE.match, "is not an http(s) URL", URL_RE.pattern)
+ClaimId = _string(CLAIM_ID_RE.match, "is not a claim id (^[a-z0-9][a-z0-9-]*$)", CLAIM_ID_RE.pattern)
+Quantity = _string(QUANTITY_RE.match, "is not a snake_case metric name", QUANTITY_RE.pattern)
+ArxivVersion = _string(
+    lambda v: bool((m := ARXIV_VERSION_RE.match(v)) and is_arxiv_id(m.group("id"))),
+    "is not a versioned arXiv id (1506.02626v3)",
+    r"^.+v[0-9]+$",
+)
 
 
-def _compose(text: str, loader_class: type[yaml.SafeLoader]) -> Any:
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        return None if node is None else _convert(node, loader)
-    finally:
-        loader.dispose()
+class _Model(BaseModel):
+    """Every mapping of papers.yaml: unknown fields refused, types not coerced, numbers finite."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-def parse_text(text: str) -> Any:
-    """Parse YAML text into :class:`LineDict` / :class:`LineList` / scalars.
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Fields may also be given in their declared order (as the former dataclasses took them)."""
+        names = [field.alias or name for name, field in type(self).model_fields.items()]
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} fields, got {len(args)}")
+        data.update(zip(names, args, strict=False))
+        super().__init__(**data)
 
-    Raises :class:`YamlSyntaxError` with the line and column yaml reports.
-    """
-    try:  # libyaml when present: the same nodes and lines, five times faster (0.1 s for papers.yaml)
-        return _compose(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        pass  # parsed again below, for the pure-Python parser's messages and positions
-    try:
-        return _compose(text, yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        return_line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
-        raise YamlSyntaxError(problem or str(exc), return_line, column) from None
-    except yaml.YAMLError as exc:
-        raise YamlSyntaxError(str(exc), None, None) from None
+    # validation (model_validate) never calls __init__: the models are built by pydantic-core directly
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------
-# validation
+# the models
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+class Venue(_Model):
+    """Where a paper appeared: full name, the survey's short form and the kind of venue."""
+
+    name: Text = Field(description="The venue's full name.")
+    short: Text = Field(description="The survey's short form: NIPS 2015, ICLR 2016, arXiv, ...")
+    type: VenueType
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class SurveyRow(_Model):
+    """The annotated survey's table row for one of its references [1]-[100]."""
+
+    ref: int = Field(gt=0, description="The survey's reference number.")
+    klass: SurveyClass = Field(alias="class")
+    conference: Text = Field(description="As printed, e.g. NIPS2015.")
+    cite: int | None = Field(ge=0, description="Citations as printed (mid-2017), or null.")
+    detailed: str
+    superiority: str
+    weakness: str
 
 
-class _Checker:
-    """Collects problems while walking one catalogue."""
+def _fmt(value: float) -> str:
+    return f"{value:g}"
 
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
 
-    def add(self, line: int | None, message: str, key: str | None = None, field: str | None = None) -> None:
-        self.problems.append(Problem(line, message, key, field))
+class Tolerance(_Model):
+    """``{abs: x}`` (in the quantity's unit) or ``{rel: x}`` (a fraction of the target): exactly one."""
 
-    # -- helpers on one mapping ---------------------------------------------------------------
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
-    @staticmethod
-    def line(mapping: LineDict, name: str) -> int:
-        return mapping.key_lines.get(name, mapping.line)
+    abs: float | None = Field(None, ge=0, description="Tolerance in the quantity's own unit.")
+    rel: float | None = Field(None, ge=0, description="Tolerance as a fraction of |target|.")
 
-    def fields(
-        self,
-        mapping: LineDict,
-        required: tuple[str, ...],
-        optional: tuple[str, ...],
-        key: str | None,
-        prefix: str,
-    ) -> None:
-        """Unknown, duplicated and missing fields of one mapping."""
-        for name, line in mapping.duplicates:
-            self.add(line, "given twice", key, f"{prefix}{name}")
-        allowed = set(required) | set(optional)
-        for name in mapping:
-            if name not in allowed:
-                self.add(
-                    mapping.key_lines.get(name, mapping.line),
-                    f"unknown field (allowed: {', '.join(required + optional)})",
-                    key,
-                    f"{prefix}{name}",
-                )
-        for name in required:
-            if name not in mapping:
-                self.add(mapping.line, "required field is missing", key, f"{prefix}{name}")
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Tolerance:
+        if self.abs is None and self.rel is None:
+            raise _fail("missing: give exactly one of abs or rel")
+        if self.abs is not None and self.rel is not None:
+            raise _fail("gives both abs and rel; give exactly one")
+        return self
 
-    def string(
-        self, mapping: LineDict, name: str, key: str | None, prefix: str, *, nullable: bool = False
-    ) -> str | None:
-        if name not in mapping:
-            return None
-        value = mapping[name]
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str):
-            hint = " (quote it)" if _is_number(value) or isinstance(value, bool) else ""
-            self.add(
-                self.line(mapping, name),
-                f"expected a string, got {_type_name(value)}{hint}",
-                key,
-                f"{prefix}{name}",
+
+class Check(_Model):
+    """How a reproduction's measured ``quantity`` is judged against the paper's ``target``."""
+
+    quantity: Quantity = Field(description="A metric name the reproduction records (snake_case).")
+    target: float
+    direction: Direction = Field(
+        description="higher: pass if value >= target - tol; lower: value <= target + tol; "
+        "equal: |value - target| <= tol."
+    )
+    tol: Tolerance = Field(alias="tolerance")
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Also ``Check(quantity, target, direction, tol_abs, tol_rel)``, the former dataclass's form."""
+        if len(args) == 5:
+            *args, tol_abs, tol_rel = args  # type: ignore[assignment]
+            data["tolerance"] = Tolerance(abs=tol_abs, rel=tol_rel)
+        super().__init__(*args, **data)
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @property
+    def tol_abs(self) -> float | None:
+        return self.tol.abs
+
+    @property
+    def tol_rel(self) -> float | None:
+        return self.tol.rel
+
+    def tolerance(self) -> float:
+        """The tolerance in the quantity's own unit (a relative one is a fraction of ``|target|``)."""
+        if self.tol_abs is not None:
+            return float(self.tol_abs)
+        if self.tol_rel is not None:
+            return float(self.tol_rel) * abs(float(self.target))
+        return 0.0
+
+    def passes(self, value: float) -> bool:
+        """Whether a measured value passes: ``higher`` >= target - tol, ``lower`` <= target + tol,
+        ``equal`` within tol of the target. NaN never passes."""
+        if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        tol = self.tolerance()
+        eps = 1e-12 * max(1.0, abs(self.target))
+        if self.direction == "higher":
+            return value >= self.target - tol - eps
+        if self.direction == "lower":
+            return value <= self.target + tol + eps
+        return abs(value - self.target) <= tol + eps
+
+    def _tol_text(self) -> str:
+        if self.tol_rel is not None:
+            return f"{_fmt(self.tol_rel * 100)}%"
+        return _fmt(self.tol_abs or 0.0)
+
+    def describe(self) -> str:
+        """A readable condition, e.g. ``param_compression >= 9.0 (12 - 25%)``."""
+        tol = self.tolerance()
+        target = float(self.target)
+        if self.direction == "higher":
+            return f"{self.quantity} >= {round(target - tol, 6)!r} ({_fmt(target)} - {self._tol_text()})"
+        if self.direction == "lower":
+            return f"{self.quantity} <= {round(target + tol, 6)!r} ({_fmt(target)} + {self._tol_text()})"
+        return (
+            f"{self.quantity} in [{round(target - tol, 6)!r}, {round(target + tol, 6)!r}] "
+            f"({_fmt(target)} ± {self._tol_text()})"
+        )
+
+
+class Claim(_Model):
+    """One reported result of a paper, its source, and the checks a reproduction is judged by."""
+
+    id: ClaimId = Field(description="Unique within the paper.")
+    model: Text
+    dataset: Text
+    metric: Text = Field(description="e.g. top-1 error (%)")
+    baseline: float | None = Field(None, description="The uncompressed model's value.")
+    compressed: float | None = None
+    ratio: float | None = Field(None, description="Compression (x) as the paper states it.")
+    speedup: float | None = Field(None, description="Speed-up (x) as the paper states it.")
+    bits: float | None = Field(None, description="Weight bit-width.")
+    sparsity: float | None = Field(None, ge=0, le=1, description="Fraction of weights removed.")
+    source: Text = Field(description="Table / section / figure of the paper.")
+    arxiv_version: ArxivVersion | None = Field(None, description="The arXiv version read, e.g. 1506.02626v3.")
+    confidence: Confidence = Field(
+        description="high: read in a source text; checked: a recalled value confirmed; recalled: from "
+        "memory, unconfirmed (never given checks)."
+    )
+    note: str | None = None
+    checks: Annotated[tuple[Check, ...], _List(null=True)] = Field(())
+
+    @field_validator("checks")
+    @classmethod
+    def _recalled_is_no_target(cls, checks: tuple[Check, ...], info: ValidationInfo) -> tuple[Check, ...]:
+        if info.data.get("confidence") == "recalled" and checks:
+            raise _fail(
+                "a recalled number (not read in a source) cannot be a reproduction target: "
+                "confirm it (confidence: checked) or remove its checks"
             )
-            return None
-        return value
+        return checks
 
-    def nonempty(
-        self, mapping: LineDict, name: str, key: str | None, prefix: str, *, nullable: bool = False
-    ) -> str | None:
-        value = self.string(mapping, name, key, prefix, nullable=nullable)
-        if value is not None and not value.strip():
-            self.add(self.line(mapping, name), "must not be empty", key, f"{prefix}{name}")
-            return None
-        return value
 
-    def choice(
-        self, mapping: LineDict, name: str, choices: tuple[str, ...], key: str | None, prefix: str
-    ) -> str | None:
-        value = self.string(mapping, name, key, prefix)
-        if value is not None and value not in choices:
-            self.add(
-                self.line(mapping, name),
-                f"{value!r} is not one of: {', '.join(choices)}",
-                key,
-                f"{prefix}{name}",
-            )
-            return None
-        return value
+class Paper(_Model):
+    """One paper of the catalogue (one entry of papers.yaml)."""
 
-    def number(
-        self, mapping: LineDict, name: str, key: str | None, prefix: str, *, nullable: bool = True
-    ) -> float | None:
-        if name not in mapping:
-            return None
-        value = mapping[name]
-        if value is None and nullable:
-            return None
-        if not _is_number(value):
-            self.add(
-                self.line(mapping, name),
-                f"expected a number, got {_type_name(value)}",
-                key,
-                f"{prefix}{name}",
-            )
-            return None
-        return value
+    key: PaperKey = Field(description="First author's surname + year + optional suffix; unique.")
+    title: Text = Field(description="As published.")
+    authors: Annotated[tuple[Text, ...], _List("author")]
+    year: int = Field(json_schema_extra={"minimum": YEAR_MIN, "maximum": YEAR_MAX})
+    venue: Venue
+    arxiv: ArxivId | None = Field(None, description="New-style NNNN.NNNNN or old-style cs/NNNNNNN.")
+    doi: Doi | None = Field(None, description="10.NNNN/..., without a resolver prefix.")
+    url: Url | None = Field(None, description="A landing page, when neither arXiv nor DOI exists.")
+    categories: Annotated[tuple[Category, ...], _List("category"), AfterValidator(_distinct)]
+    kind: Kind
+    kind_note: Annotated[Text, AfterValidator(_one_line)] | None = Field(
+        None, description="Required (one line) when kind is off-topic.", validate_default=True
+    )
+    same_work_as: Annotated[tuple[PaperKey, ...], _List("paper key", null=True)] = Field(
+        (),
+        description="Keys of other entries for the same work (a preprint and its published version); "
+        "each must link back.",
+    )
+    listed_in: Annotated[tuple[Seed, ...], _List(null=True), AfterValidator(_distinct)] = Field(
+        (), description="Which seed documents name the paper."
+    )
+    survey: SurveyRow | None = None
+    claims: Annotated[tuple[Claim, ...], _List(null=True)] = Field(())
+    _line: int = PrivateAttr(0)
 
-    # -- the schema ---------------------------------------------------------------------------
+    # rules across fields: each sees the fields declared before it that are valid (info.data)
 
-    def paper(self, entry: Any, line: int) -> str | None:
-        """Check one paper; return its key when the key is usable."""
-        if not isinstance(entry, LineDict):
-            self.add(line, f"each paper must be a mapping, got {_type_name(entry)}")
-            return None
-        key_value = entry.get("key")
-        key = key_value if isinstance(key_value, str) else None
-        label = key if key is not None else f"#{line}"
-        self.fields(entry, PAPER_REQUIRED, PAPER_OPTIONAL, label, "")
-        if "key" in entry:
-            if key is None:
-                self.add(
-                    self.line(entry, "key"), f"expected a string, got {_type_name(key_value)}", label, "key"
-                )
-            elif not KEY_RE.match(key):
-                self.add(
-                    self.line(entry, "key"),
-                    f"{key!r} is not a key (surname + year + optional suffix, ^[a-z]+[0-9]{{4}}[a-z]?$)",
-                    label,
-                    "key",
-                )
-                key = None
-        self.nonempty(entry, "title", label, "")
-        self.authors(entry, label)
-        year = self.year(entry, label)
-        if key is not None and year is not None:
-            digits = re.sub(r"[a-z]", "", key)
-            if digits != str(year):
-                self.add(
-                    self.line(entry, "key"),
-                    f"key year {digits} differs from the paper's year {year}",
-                    label,
-                    "key",
-                )
-        self.venue(entry, label)
-        self.identifiers(entry, label)
-        self.categories(entry, label)
-        kind = self.choice(entry, "kind", KINDS, label, "") if "kind" in entry else None
-        note = self.nonempty(entry, "kind_note", label, "", nullable=True)
-        if kind == "off-topic" and note is None:
-            self.add(
-                self.line(entry, "kind"),
-                "kind 'off-topic' needs a one-line kind_note saying why",
-                label,
-                "kind_note",
-            )
-        if isinstance(note, str) and "\n" in note.strip():
-            self.add(self.line(entry, "kind_note"), "must be one line", label, "kind_note")
-        self.same_work_as(entry, label)
-        self.listed_in(entry, label)
-        if entry.get("survey") is not None:
-            self.survey(entry, label)
-        if entry.get("claims") is not None:
-            self.claims(entry, label)
-        return key
-
-    def authors(self, entry: LineDict, key: str) -> None:
-        if "authors" not in entry:
-            return
-        authors = entry["authors"]
-        if not isinstance(authors, list):
-            self.add(
-                self.line(entry, "authors"),
-                f"expected a list of names, got {_type_name(authors)}",
-                key,
-                "authors",
-            )
-            return
-        if not authors:
-            self.add(self.line(entry, "authors"), "must name at least one author", key, "authors")
-        for i, author in enumerate(authors):
-            if not isinstance(author, str) or not author.strip():
-                self.add(
-                    authors.item_lines[i],
-                    f"author {i + 1} must be a non-empty string, got {_type_name(author)}",
-                    key,
-                    "authors",
-                )
-
-    def year(self, entry: LineDict, key: str) -> int | None:
-        if "year" not in entry:
-            return None
-        year = entry["year"]
-        if not isinstance(year, int) or isinstance(year, bool):
-            self.add(
-                self.line(entry, "year"), f"expected an integer year, got {_type_name(year)}", key, "year"
-            )
-            return None
+    @field_validator("year")
+    @classmethod
+    def _year(cls, year: int, info: ValidationInfo) -> int:
         if not YEAR_MIN <= year <= YEAR_MAX:
-            self.add(self.line(entry, "year"), f"{year} is outside {YEAR_MIN}..{YEAR_MAX}", key, "year")
-            return None
+            raise _fail(f"{year} is outside {YEAR_MIN}..{YEAR_MAX}")
+        digits = re.sub(r"[a-z]", "", info.data.get("key", str(year)))
+        if digits != str(year):
+            raise _fail(f"key year {digits} differs from the paper's year {year}", field="key")
         return year
 
-    def venue(self, entry: LineDict, key: str) -> None:
-        if "venue" not in entry:
-            return
-        venue = entry["venue"]
-        if not isinstance(venue, LineDict):
-            self.add(
-                self.line(entry, "venue"),
-                f"expected a mapping with {', '.join(VENUE_FIELDS)}, got {_type_name(venue)}",
-                key,
-                "venue",
-            )
-            return
-        self.fields(venue, VENUE_FIELDS, (), key, "venue.")
-        self.nonempty(venue, "name", key, "venue.")
-        self.nonempty(venue, "short", key, "venue.")
-        if "type" in venue:
-            self.choice(venue, "type", VENUE_TYPES, key, "venue.")
+    @field_validator("kind_note")
+    @classmethod
+    def _note_off_topic(cls, note: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("kind") == "off-topic" and note is None:
+            raise _fail("kind 'off-topic' needs a one-line kind_note saying why", at="kind")
+        return note
 
-    def identifiers(self, entry: LineDict, key: str) -> None:
-        arxiv = self.string(entry, "arxiv", key, "", nullable=True)
-        if arxiv is not None and not is_arxiv_id(arxiv):
-            self.add(
-                self.line(entry, "arxiv"),
-                f"{arxiv!r} is not an arXiv id (1506.02626 or cs/0101001)",
-                key,
-                "arxiv",
-            )
-        doi = self.string(entry, "doi", key, "", nullable=True)
-        if doi is not None and not is_doi(doi):
-            self.add(
-                self.line(entry, "doi"),
-                f"{doi!r} is not a DOI (10.NNNN/..., without https://doi.org/)",
-                key,
-                "doi",
-            )
-        url = self.string(entry, "url", key, "", nullable=True)
-        if url is not None and not URL_RE.match(url):
-            self.add(self.line(entry, "url"), f"{url!r} is not an http(s) URL", key, "url")
+    @field_validator("same_work_as")
+    @classmethod
+    def _not_itself(cls, links: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("key") in links:
+            raise _fail("a paper cannot be the same work as itself")
+        return links
 
-    def categories(self, entry: LineDict, key: str) -> None:
-        if "categories" not in entry:
-            return
-        categories = entry["categories"]
-        if not isinstance(categories, list):
-            self.add(
-                self.line(entry, "categories"),
-                f"expected a list, got {_type_name(categories)}",
-                key,
-                "categories",
-            )
-            return
-        if not categories:
-            self.add(self.line(entry, "categories"), "must name at least one category", key, "categories")
-        seen: set[Any] = set()
-        for i, category in enumerate(categories):
-            line = categories.item_lines[i]
-            if category not in CATEGORIES:
-                self.add(
-                    line,
-                    f"{category!r} is not a category (one of: {', '.join(CATEGORIES)})",
-                    key,
-                    "categories",
-                )
-            elif category in seen:
-                self.add(line, f"{category!r} is listed twice", key, "categories")
-            seen.add(category if isinstance(category, str) else repr(category))
+    @property
+    def line(self) -> int:
+        """The line of the paper's entry in its file (1-based; 0 for a paper built in code)."""
+        return self._line
 
-    def same_work_as(self, entry: LineDict, key: str) -> None:
-        """Only the field's form here: that the keys exist and link back is checked in
-        :func:`validate`, which sees the whole catalogue."""
-        links = entry.get("same_work_as")
-        if links is None:
-            return
-        line = self.line(entry, "same_work_as")
-        if not isinstance(links, list) or not links:
-            self.add(
-                line, f"expected a non-empty list of paper keys, got {_type_name(links)}", key, "same_work_as"
-            )
-            return
-        for i, other in enumerate(links):
-            if not isinstance(other, str) or not KEY_RE.match(other):
-                self.add(links.item_lines[i], f"{other!r} is not a paper key", key, "same_work_as")
-            elif other == key:
-                self.add(
-                    links.item_lines[i], "a paper cannot be the same work as itself", key, "same_work_as"
-                )
+    def claim(self, claim_id: str) -> Claim:
+        """The claim with this id; :class:`CatalogueError` naming the known ids if there is none."""
+        for claim in self.claims:
+            if claim.id == claim_id:
+                return claim
+        known = ", ".join(c.id for c in self.claims) or "none"
+        raise CatalogueError(f"paper '{self.key}' has no claim '{claim_id}' (its claims: {known})")
 
-    def listed_in(self, entry: LineDict, key: str) -> None:
-        if entry.get("listed_in") is None:
-            return
-        listed = entry["listed_in"]
-        if not isinstance(listed, list):
-            self.add(
-                self.line(entry, "listed_in"), f"expected a list, got {_type_name(listed)}", key, "listed_in"
-            )
-            return
-        for i, seed in enumerate(listed):
-            if seed not in SEEDS:
-                self.add(
-                    listed.item_lines[i], f"{seed!r} is not one of: {', '.join(SEEDS)}", key, "listed_in"
-                )
-        if len({repr(s) for s in listed}) != len(listed):
-            self.add(self.line(entry, "listed_in"), "names a seed twice", key, "listed_in")
-
-    def survey(self, entry: LineDict, key: str) -> None:
-        survey = entry["survey"]
-        if not isinstance(survey, LineDict):
-            self.add(
-                self.line(entry, "survey"),
-                f"expected a mapping or null, got {_type_name(survey)}",
-                key,
-                "survey",
-            )
-            return
-        self.fields(survey, SURVEY_FIELDS, (), key, "survey.")
-        if "ref" in survey:
-            ref = survey["ref"]
-            if not isinstance(ref, int) or isinstance(ref, bool) or ref < 1:
-                self.add(
-                    self.line(survey, "ref"), f"expected a positive integer, got {ref!r}", key, "survey.ref"
-                )
-        if "class" in survey:
-            self.choice(survey, "class", SURVEY_CLASSES, key, "survey.")
-        self.nonempty(survey, "conference", key, "survey.")
-        if "cite" in survey:
-            cite = survey["cite"]
-            if cite is not None and (not isinstance(cite, int) or isinstance(cite, bool) or cite < 0):
-                self.add(
-                    self.line(survey, "cite"),
-                    f"expected a non-negative integer or null, got {cite!r}",
-                    key,
-                    "survey.cite",
-                )
-        for name in ("detailed", "superiority", "weakness"):
-            self.string(survey, name, key, "survey.")
-
-    def claims(self, entry: LineDict, key: str) -> None:
-        claims = entry["claims"]
-        if not isinstance(claims, list):
-            self.add(self.line(entry, "claims"), f"expected a list, got {_type_name(claims)}", key, "claims")
-            return
-        seen: dict[str, int] = {}
-        for i, claim in enumerate(claims):
-            line = claims.item_lines[i]
-            if not isinstance(claim, LineDict):
-                self.add(line, f"each claim must be a mapping, got {_type_name(claim)}", key, "claims")
-                continue
-            claim_id = claim.get("id")
-            label = f"claims[{claim_id}]" if isinstance(claim_id, str) else f"claims[{i}]"
-            self.fields(claim, CLAIM_REQUIRED, CLAIM_OPTIONAL, key, f"{label}.")
-            if "id" in claim:
-                if not isinstance(claim_id, str) or not CLAIM_ID_RE.match(claim_id):
-                    self.add(
-                        self.line(claim, "id"),
-                        f"{claim_id!r} is not a claim id (^[a-z0-9][a-z0-9-]*$)",
-                        key,
-                        f"{label}.id",
-                    )
-                elif claim_id in seen:
-                    self.add(
-                        self.line(claim, "id"),
-                        f"duplicate claim id {claim_id!r} (first at line {seen[claim_id]})",
-                        key,
-                        f"{label}.id",
-                    )
-                else:
-                    seen[claim_id] = self.line(claim, "id")
-            for name in ("model", "dataset", "metric", "source"):
-                self.nonempty(claim, name, key, f"{label}.")
-            if "confidence" in claim:
-                self.choice(claim, "confidence", CONFIDENCES, key, f"{label}.")
-                if claim.get("confidence") == "recalled" and claim.get("checks"):
-                    self.add(
-                        self.line(claim, "checks"),
-                        "a recalled number (not read in a source) cannot be a reproduction target: "
-                        "confirm it (confidence: checked) or remove its checks",
-                        key,
-                        f"{label}.checks",
-                    )
-            for name in CLAIM_NUMBERS:
-                self.number(claim, name, key, f"{label}.")
-            sparsity = claim.get("sparsity")
-            if _is_number(sparsity) and not 0 <= sparsity <= 1:
-                self.add(
-                    self.line(claim, "sparsity"),
-                    f"{sparsity} is not a fraction in 0..1",
-                    key,
-                    f"{label}.sparsity",
-                )
-            version = self.string(claim, "arxiv_version", key, f"{label}.", nullable=True)
-            match = ARXIV_VERSION_RE.match(version) if version is not None else None
-            if version is not None and not (match and is_arxiv_id(match.group("id"))):
-                self.add(
-                    self.line(claim, "arxiv_version"),
-                    f"{version!r} is not a versioned arXiv id (1506.02626v3)",
-                    key,
-                    f"{label}.arxiv_version",
-                )
-            self.string(claim, "note", key, f"{label}.", nullable=True)
-            if claim.get("checks") is not None:
-                self.checks(claim, key, label)
-
-    def checks(self, claim: LineDict, key: str, label: str) -> None:
-        checks = claim["checks"]
-        if not isinstance(checks, list):
-            self.add(
-                self.line(claim, "checks"),
-                f"expected a list, got {_type_name(checks)}",
-                key,
-                f"{label}.checks",
-            )
-            return
-        for i, check in enumerate(checks):
-            where = f"{label}.checks[{i}]"
-            if not isinstance(check, LineDict):
-                self.add(
-                    checks.item_lines[i], f"each check must be a mapping, got {_type_name(check)}", key, where
-                )
-                continue
-            self.fields(check, CHECK_REQUIRED, (), key, f"{where}.")
-            quantity = self.string(check, "quantity", key, f"{where}.")
-            if quantity is not None and not QUANTITY_RE.match(quantity):
-                self.add(
-                    self.line(check, "quantity"),
-                    f"{quantity!r} is not a snake_case metric name",
-                    key,
-                    f"{where}.quantity",
-                )
-            if "target" in check:
-                self.number(check, "target", key, f"{where}.", nullable=False)
-            if "direction" in check:
-                self.choice(check, "direction", DIRECTIONS, key, f"{where}.")
-            if "tolerance" in check:
-                self.tolerance(check, key, f"{where}.tolerance")
-
-    def tolerance(self, check: LineDict, key: str, where: str) -> None:
-        tol = check["tolerance"]
-        line = self.line(check, "tolerance")
-        if not isinstance(tol, LineDict):
-            self.add(line, f"expected {{abs: x}} or {{rel: x}}, got {_type_name(tol)}", key, where)
-            return
-        for name, dup_line in tol.duplicates:
-            self.add(dup_line, "given twice", key, f"{where}.{name}")
-        unknown = [name for name in tol if name not in ("abs", "rel")]
-        for name in unknown:
-            self.add(
-                tol.key_lines.get(name, line), "unknown field (allowed: abs, rel)", key, f"{where}.{name}"
-            )
-        present = [name for name in ("abs", "rel") if name in tol]
-        if not present:
-            self.add(line, "missing: give exactly one of abs or rel", key, where)
-        elif len(present) == 2:
-            self.add(line, "gives both abs and rel; give exactly one", key, where)
-        for name in present:
-            value = tol[name]
-            if not _is_number(value) or value < 0:
-                self.add(
-                    tol.value_lines.get(name, line),
-                    f"expected a non-negative number, got {value!r}",
-                    key,
-                    f"{where}.{name}",
-                )
+    @property
+    def links(self) -> dict[str, str]:
+        """``arxiv`` (abstract page), ``doi`` (resolver) and ``url``, those the paper has."""
+        links: dict[str, str] = {}
+        if self.arxiv:
+            links["arxiv"] = f"https://arxiv.org/abs/{self.arxiv}"
+        if self.doi:
+            links["doi"] = f"https://doi.org/{self.doi}"
+        if self.url:
+            links["url"] = self.url
+        return links
 
 
-def validate(data: Any) -> list[Problem]:
-    """Every problem in a parsed catalogue (as returned by :func:`parse_text`), in file order."""
-    checker = _Checker()
-    if data is None:
-        return []
-    if not isinstance(data, LineList):
-        line = getattr(data, "line", 1)
-        checker.add(line, f"the top level must be a list of papers, got {_type_name(data)}")
-        return checker.problems
-    first_key: dict[str, int] = {}
-    first_ref: dict[int, str] = {}
-    first_title: dict[str, str] = {}
-    papers: dict[str, LineDict] = {}
-    for entry, line in zip(data, data.item_lines, strict=True):
-        key = checker.paper(entry, line)
-        if not isinstance(entry, LineDict):
-            continue
-        label = key or (entry.get("key") if isinstance(entry.get("key"), str) else f"#{line}")
-        if key is not None:
-            if key in first_key:
-                checker.add(
-                    checker.line(entry, "key"), f"duplicate key (first at line {first_key[key]})", key, "key"
-                )
-            else:
-                first_key[key] = checker.line(entry, "key")
-        survey = entry.get("survey")
-        if isinstance(survey, LineDict) and isinstance(survey.get("ref"), int):
-            ref = survey["ref"]
-            if ref in first_ref:
-                checker.add(
-                    checker.line(survey, "ref"),
-                    f"survey reference [{ref}] is also paper '{first_ref[ref]}'",
-                    label,
-                    "survey.ref",
-                )
-            else:
-                first_ref[ref] = label
-        if key is not None:
-            papers[key] = entry
-        title = entry.get("title")
-        if isinstance(title, str) and normalise_title(title):
-            norm = normalise_title(title)
-            if norm in first_title:
-                checker.add(
-                    checker.line(entry, "title"), f"same title as paper '{first_title[norm]}'", label, "title"
-                )
-            else:
-                first_title[norm] = label
-    _check_same_work(checker, papers)
-    return sorted(checker.problems, key=lambda p: p.line or 0)
+# ---------------------------------------------------------------------------------------------
+# the JSON Schema for editors
 
 
-def _links(entry: LineDict) -> list[str]:
-    links = entry.get("same_work_as")
-    return [k for k in links if isinstance(k, str)] if isinstance(links, list) else []
+def json_schema() -> dict[str, Any]:
+    """papers.yaml's JSON Schema: a list of :class:`Paper`."""
+    from pydantic import TypeAdapter  # only here: reading the catalogue does not need it
+
+    schema = TypeAdapter(list[Paper]).json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "papers.yaml",
+        "description": "The Compression Atlas catalogue: one mapping per paper. Generated from "
+        "atlas/schema.py by `python -m atlas.schema`; do not edit.",
+        **schema,
+    }
 
 
-def _check_same_work(checker: _Checker, papers: dict[str, LineDict]) -> None:
-    """``same_work_as`` names existing papers that link back, and two papers share an arXiv id or a
-    DOI only when they are linked as the same work (a preprint and its published version)."""
-    for key, entry in papers.items():
-        for other in _links(entry):
-            line = checker.line(entry, "same_work_as")
-            if other not in papers:
-                if KEY_RE.match(other) and other != key:
-                    checker.add(line, f"'{other}' is not a paper of the catalogue", key, "same_work_as")
-            elif key not in _links(papers[other]):
-                checker.add(
-                    line,
-                    f"'{other}' does not link back (add '{key}' to its same_work_as)",
-                    key,
-                    "same_work_as",
-                )
-    for field, label in (("arxiv", "arXiv id"), ("doi", "DOI")):
-        seen: dict[str, list[str]] = {}
-        for key, entry in papers.items():
-            value = entry.get(field)
-            if not isinstance(value, str) or not value.strip():
-                continue
-            ident = value.strip().lower()  # DOIs are case-insensitive
-            for first in seen.get(ident, []):
-                if first not in _links(entry) and key not in _links(papers[first]):
-                    checker.add(
-                        checker.line(entry, field),
-                        f"{label} {value} is also paper '{first}'; a duplicate, or link the two with "
-                        "same_work_as if one is the other's preprint or published version",
-                        key,
-                        field,
-                    )
-            seen.setdefault(ident, []).append(key)
+def json_schema_text() -> str:
+    """:func:`json_schema` as the text of ``papers.schema.json``."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m atlas.schema``: write papers.schema.json at the root of the checkout from the
+    models; ``--check``: exit 1, writing nothing, when the file there is not what they give."""
+    parser = argparse.ArgumentParser(prog="python -m atlas.schema", description=main.__doc__)
+    parser.add_argument("--check", action="store_true", help="only check that the file is up to date")
+    args = parser.parse_args(argv)
+    if atlas.CHECKOUT is None:
+        print(f"error: {SCHEMA_FILE} belongs to a checkout; this atlas is an installed package",
+              file=sys.stderr)
+        return 2
+    path = atlas.CHECKOUT / SCHEMA_FILE
+    text = json_schema_text()
+    if args.check:
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            print(f"error: {path} is out of date: run `python -m atlas.schema`", file=sys.stderr)
+            return 1
+        return 0
+    atomic_write(path, text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,13 +10,16 @@ elsewhere (``backend="auto" | "triton" | "reference"``):
 * :mod:`.sparse`   - CSR, block-sparse and EIE compressed-column SpMV / SpMM (pruning, EIE)
 * :mod:`.int8`     - int8 x int8 -> int32 GEMM with per-channel scales (Vanhoucke 2011, Lin 2016)
 
-Every packed weight has ``storage_bytes()`` (what it really occupies). Importing this package never
+The package holds encodings and compute only: the algorithms that choose the compressed values
+(magnitude pruning, k-means weight sharing, TWN's threshold, BinaryConnect's sign) are the papers' own,
+in ``reproductions/``, which encode their results with the functions here. Every packed weight has
+``storage_bytes()`` (what it really occupies: the bytes of its tensors). Importing this package never
 imports Triton; the ``@triton.jit`` kernels are defined on first use of the Triton path, so
 ``TRITON_INTERPRET=1`` may be set any time before that. See kernels/README.md.
 """
 
 from ._backend import interpreting, resolve_backend, triton_available, triton_unavailable_reason
-from ._common import pack_codes, unpack_codes
+from ._common import PackedTensor, pack_codes, unpack_codes
 from .binary import (
     BinaryActivation,
     BinaryWeight,
@@ -31,8 +34,8 @@ from .codebook import (
     CodebookWeight,
     codebook_matmul,
     codebook_matmul_reference,
+    encode_codebook,
     hashednets_weight,
-    kmeans_codebook,
 )
 from .int8 import (
     Int8Weight,
@@ -43,17 +46,17 @@ from .int8 import (
 )
 from .lowbit import (
     LowBitWeight,
+    encode_binary,
+    encode_ternary,
     lowbit_matmul,
     lowbit_matmul_reference,
     quantize_pow2,
-    quantize_ternary,
     quantize_uniform,
 )
 from .sparse import (
     BlockSparseWeight,
     CSRWeight,
     EIEWeight,
-    prune_magnitude,
     sparse_matmul,
     sparse_matmul_reference,
     to_bsr,
@@ -70,26 +73,27 @@ __all__ = [
     "EIEWeight",
     "Int8Weight",
     "LowBitWeight",
+    "PackedTensor",
     "binarize_activation",
     "binarize_weight",
     "binary_matmul",
     "binary_matmul_reference",
     "codebook_matmul",
     "codebook_matmul_reference",
+    "encode_binary",
+    "encode_codebook",
+    "encode_ternary",
     "hashednets_weight",
     "int8_matmul",
     "int8_matmul_reference",
     "interpreting",
-    "kmeans_codebook",
     "lowbit_matmul",
     "lowbit_matmul_reference",
     "pack_codes",
     "pack_signs",
-    "prune_magnitude",
     "quantize_int8_activation",
     "quantize_int8_weight",
     "quantize_pow2",
-    "quantize_ternary",
     "quantize_uniform",
     "resolve_backend",
     "sparse_matmul",

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-__all__ = ["PackedTensor", "as_2d", "pack_codes", "prepare_out", "unpack_codes", "words_for"]
+__all__ = ["PackedTensor", "as_2d", "pack_codes", "prepare_out", "unpack_codes", "unpack_codes_int32", "words_for"]
 
 
 class PackedTensor:
@@ -76,10 +76,16 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 def unpack_codes(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     """Inverse of :func:`pack_codes`: int32 words -> int64 codes, last dim ``k``."""
+    return unpack_codes_int32(words, bits, k).to(torch.int64)
+
+
+def unpack_codes_int32(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
+    """:func:`unpack_codes` as int32 (the references' decode: int32 shifts are several times faster
+    than int64 on a CPU). An arithmetic shift of a negative word only fills bits above the code's,
+    which the mask clears, since a code never crosses bit 31."""
     cpw = 32 // bits
-    w = words.to(torch.int64) & 0xFFFFFFFF
-    shifts = torch.arange(cpw, device=words.device, dtype=torch.int64) * bits
-    codes = (w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+    shifts = torch.arange(cpw, device=words.device, dtype=torch.int32) * bits
+    codes = (words.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
     return codes.reshape(*words.shape[:-1], -1)[..., :k]
 
 

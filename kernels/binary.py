@@ -1,16 +1,17 @@
 """Binary (±1) GEMM by XNOR + popcount.
 
-Serves BinaryConnect (Courbariaux et al. 2015: binary weights), BinaryNet / BNN (Hubara, Courbariaux et
-al. 2016: binary weights *and* activations) and XNOR-Net (Rastegari et al. 2016: binary weights and
-activations with a per-output-channel weight scale ``alpha = mean|W[n]|`` and an activation scale
-``beta``).
+Serves BinaryNet / BNN (Hubara, Courbariaux et al. 2016: binary weights *and* activations) and XNOR-Net
+(Rastegari et al. 2016: binary weights and activations with a per-output-channel weight scale
+``alpha = mean|W[n]|`` and an activation scale ``beta``). BinaryConnect (binary weights, real-valued
+activations) runs on the low-bit GEMM with 1-bit codes instead (:func:`atlas_kernels.encode_binary`).
 
 Format: a ±1 tensor ``[R, K]`` is packed along K into ``ceil(K/32)`` int32 words per row; element ``k`` is
 bit ``k % 32`` of word ``k // 32`` (bit 1 = +1, bit 0 = -1, so ``x >= 0`` maps to +1). Padding bits are 0
 on both operands, so the dot product of two packed rows is ``K - 2 * popcount(a xor b)`` (the padding
 agrees and never counts). The result is ``Y[m, n] = (K - 2*popcount) * alpha[n] * beta[m]``.
 
-``storage_bytes()`` of a :class:`BinaryWeight` = ``4*N*ceil(K/32)`` (bits) + ``4*N`` (fp32 alpha).
+``storage_bytes()`` of a :class:`BinaryWeight` = ``4*N*ceil(K/32)`` (bits) + ``4*N`` (fp32 alpha; none
+when the weight has no scale, BNN).
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ class BinaryWeight(PackedTensor):
     """Binarized weight ``W ~ alpha[n] * sign(W[n, k])`` of a linear layer ``[N, K]``."""
 
     bits: torch.Tensor  # int32 [N, ceil(K/32)]
-    alpha: torch.Tensor  # float32 [N]
+    alpha: torch.Tensor | None  # float32 [N], or None (= 1: no scale stored)
     shape: tuple[int, int]
 
     def dequantize(self) -> torch.Tensor:
         n, k = self.shape
-        return unpack_signs(self.bits, k) * self.alpha[:, None].float()
+        signs = unpack_signs(self.bits, k)
+        return signs if self.alpha is None else signs * self.alpha[:, None].float()
 
 
 @dataclass
@@ -67,12 +69,12 @@ class BinaryActivation(PackedTensor):
 
 
 def binarize_weight(w: torch.Tensor, scale: bool = True) -> BinaryWeight:
-    """``sign(W)`` packed, with XNOR-Net's ``alpha[n] = mean_k |W[n, k]|`` (or 1 for BinaryConnect/BNN)."""
+    """``sign(W)`` packed, with XNOR-Net's ``alpha[n] = mean_k |W[n, k]|`` (or none, BNN)."""
     if w.dim() != 2:
         raise ValueError("weight must be [N, K]")
     n, k = w.shape
-    alpha = w.abs().float().mean(dim=1) if scale else torch.ones(n, device=w.device)
-    return BinaryWeight(pack_signs(w), alpha.contiguous(), (n, k))
+    alpha = w.abs().float().mean(dim=1).contiguous() if scale else None
+    return BinaryWeight(pack_signs(w), alpha, (n, k))
 
 
 def binarize_activation(x: torch.Tensor, scale: bool = False) -> BinaryActivation:
@@ -91,7 +93,9 @@ def binary_matmul_reference(x: BinaryActivation, w: BinaryWeight) -> torch.Tenso
     a = unpack_signs(x.bits, k).to(torch.int32)
     b = unpack_signs(w.bits, k).to(torch.int32)
     dot = (a.double() @ b.double().T).to(torch.int32)  # exact: |dot| <= K < 2**53
-    y = dot.to(torch.float32) * w.alpha.float()[None, :]
+    y = dot.to(torch.float32)
+    if w.alpha is not None:
+        y = y * w.alpha.float()[None, :]
     if x.beta is not None:
         y = y * x.beta.float()[:, None]
     return y
@@ -104,7 +108,7 @@ def _launch(x: BinaryActivation, w: BinaryWeight, out: torch.Tensor, algorithm: 
     kw = w.bits.shape[1]
     a = x.bits.contiguous()
     b = w.bits.contiguous()
-    alpha = w.alpha.float().contiguous()
+    alpha = w.alpha.float().contiguous() if w.alpha is not None else torch.ones(n, device=w.bits.device)
     beta = x.beta.float().contiguous() if x.beta is not None else alpha
     interp = interpreting()
     if algorithm == "xnor":
@@ -159,7 +163,7 @@ def binary_matmul(
         raise ValueError(f"in-feature mismatch: activation K={k}, weight K={w.shape[1]}")
     out_shape = (n,) if vec else (*lead, n)
     res = prepare_out(out, out_shape, torch.float32, w.bits.device)
-    be = resolve_backend(backend, x.bits, w.bits, w.alpha)
+    be = resolve_backend(backend, x.bits, w.bits)
     if be == "reference":
         res.copy_(binary_matmul_reference(x, w).reshape(out_shape))
     elif m > 0 and n > 0:

@@ -1,10 +1,11 @@
 """Codebook GEMM: weights stored as small indices into a per-layer codebook, looked up in the kernel.
 
-Serves Deep Compression's weight sharing (Han, Mao & Dally 2016: k-means on each layer, ``bits``-bit
-indices into ``2^bits`` shared scalars), vector quantization / product quantization of weights (Gong,
-Liu, Yang & Bourdev 2014: sub-vectors of ``dim`` weights share a codeword; PQ uses a separate codebook
-per group of sub-vectors) and HashedNets (Chen et al. 2015: a hash picks the shared bucket; here the
-hash is evaluated at encode time and its indices are stored, see :func:`hashednets_weight`).
+Serves Deep Compression's weight sharing (Han, Mao & Dally 2016: ``bits``-bit indices into ``2^bits``
+shared scalars; ``reproductions/han2016.py`` clusters with its own k-means and encodes with
+:func:`encode_codebook`), vector quantization / product quantization of weights (Gong, Liu, Yang &
+Bourdev 2014: sub-vectors of ``dim`` weights share a codeword; PQ uses a separate codebook per group of
+sub-vectors) and HashedNets (Chen et al. 2015: a hash picks the shared bucket; here the hash is
+evaluated at encode time and its indices are stored, see :func:`hashednets_weight`).
 
 Format: a weight ``[N, K]`` is cut along K into ``J = ceil(K / dim)`` sub-vectors per row; sub-vector
 ``j`` of row ``n`` is ``codebook[j // bpg, idx[n, j], :]`` (``codebook`` is ``[G, C, dim]``, ``bpg``
@@ -21,15 +22,15 @@ from dataclasses import dataclass
 import torch
 
 from ._backend import Backend, cdiv, resolve_backend, triton_module
-from ._common import PackedTensor, as_2d, pack_codes, prepare_out, unpack_codes
+from ._common import PackedTensor, as_2d, pack_codes, prepare_out, unpack_codes, unpack_codes_int32
 from .lowbit import _FLOAT_ACTS, _gemm_tiles
 
 __all__ = [
     "CodebookWeight",
     "codebook_matmul",
     "codebook_matmul_reference",
+    "encode_codebook",
     "hashednets_weight",
-    "kmeans_codebook",
 ]
 
 
@@ -50,6 +51,8 @@ class CodebookWeight(PackedTensor):
 
     def dequantize(self) -> torch.Tensor:
         n, k = self.shape
+        if self.codebook.shape[0] == 1 and self.dim == 1:  # scalar weight sharing: one 1-D lookup
+            return self.codebook.float().reshape(-1)[unpack_codes_int32(self.packed, self.bits, k)]
         idx = self.indices()  # [N, J]
         j = torch.arange(idx.shape[1], device=idx.device)
         g = (j // self.bpg)[None, :].expand_as(idx)
@@ -57,57 +60,34 @@ class CodebookWeight(PackedTensor):
         return vec.reshape(n, -1)[:, :k]
 
 
-def _kmeans(points: torch.Tensor, c: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain Lloyd k-means; linear initialisation for scalars (Deep Compression), random points otherwise."""
-    p, d = points.shape
-    if d == 1:
-        lo, hi = points.min(), points.max()
-        cent = torch.linspace(float(lo), float(hi), c).reshape(c, 1)
-    else:
-        cent = points[torch.randperm(p, generator=gen)[:c]].clone()
-        if cent.shape[0] < c:
-            cent = torch.cat([cent, torch.zeros(c - cent.shape[0], d)])
-    assign = torch.zeros(p, dtype=torch.int64)
-    for _ in range(iters):
-        assign = torch.cdist(points, cent).argmin(dim=1)
-        sums = torch.zeros_like(cent).index_add_(0, assign, points)
-        cnt = torch.bincount(assign, minlength=c).to(points.dtype)[:, None]
-        cent = torch.where(cnt > 0, sums / cnt.clamp(min=1), cent)
-    assign = torch.cdist(points, cent).argmin(dim=1)
-    return cent, assign
-
-
-def kmeans_codebook(
-    w: torch.Tensor, bits: int, dim: int = 1, groups: int = 1, iters: int = 15, seed: int = 0,
-    codebook_dtype: torch.dtype = torch.float32,
-) -> CodebookWeight:
-    """Weight sharing by k-means with ``2^bits`` codewords of ``dim`` weights, one codebook per each of
-    ``groups`` consecutive ranges of sub-vectors along K (``groups > 1`` = product quantization)."""
-    if w.dim() != 2:
-        raise ValueError("weight must be [N, K]")
-    if not 1 <= bits <= 16:
-        raise ValueError("bits must be in 1..16")
-    wf = w.detach().float().cpu()
-    n, k = wf.shape
-    j_count = cdiv(k, dim)
-    wpad = torch.nn.functional.pad(wf, (0, j_count * dim - k))
-    vecs = wpad.reshape(n, j_count, dim)
-    bpg = cdiv(j_count, max(1, groups))
-    g_count = cdiv(j_count, bpg)
-    c = 1 << bits
-    gen = torch.Generator().manual_seed(seed)
-    cbs = torch.zeros(g_count, c, dim)
-    idx = torch.zeros(n, j_count, dtype=torch.int64)
-    for g in range(g_count):
-        sl = slice(g * bpg, min(j_count, (g + 1) * bpg))
-        pts = vecs[:, sl, :].reshape(-1, dim)
-        cent, assign = _kmeans(pts, c, iters, gen)
-        cbs[g] = cent
-        idx[:, sl] = assign.reshape(n, -1)
-    return CodebookWeight(
-        pack_codes(idx, bits).to(w.device), cbs.to(codebook_dtype).to(w.device).contiguous(),
-        bits, dim, bpg, (n, k),
-    )
+def encode_codebook(indices: torch.Tensor, codebook: torch.Tensor, *, bits: int | None = None,
+                    k: int | None = None, bpg: int | None = None) -> CodebookWeight:
+    """Shared weights as stored: ``indices [N, J]`` into ``codebook``, packed at ``bits`` bits (default:
+    the fewest that hold the codebook's ``C`` entries). ``codebook`` is ``[C]`` (scalar weight sharing,
+    Deep Compression: ``W[n, k] = codebook[indices[n, k]]``) or ``[G, C, dim]`` (sub-vectors of ``dim``
+    weights, ``bpg`` consecutive sub-vectors per group; ``k``: the in-features, default ``J * dim``).
+    The clustering that chose the codebook is the paper's, not this package's."""
+    if indices.dim() != 2:
+        raise ValueError("indices must be [N, J]")
+    cb = codebook.detach()
+    if cb.dim() == 1:
+        cb = cb.reshape(1, -1, 1)
+    if cb.dim() != 3:
+        raise ValueError("codebook must be [C] or [G, C, dim]")
+    g_count, c, dim = cb.shape
+    n, j_count = indices.shape
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= c):
+        raise ValueError(f"indices must lie in [0, {c}) (the codebook's entries)")
+    bits = bits if bits is not None else max(1, (c - 1).bit_length())
+    if (1 << bits) < c:
+        raise ValueError(f"{bits} bits cannot index {c} codebook entries")
+    bpg = bpg if bpg is not None else cdiv(j_count, g_count)
+    if cdiv(j_count, bpg) != g_count:
+        raise ValueError(f"{j_count} sub-vectors in groups of {bpg} need {cdiv(j_count, bpg)} codebooks, got {g_count}")
+    k = k if k is not None else j_count * dim
+    if cdiv(k, dim) != j_count:
+        raise ValueError(f"{k} in-features make {cdiv(k, dim)} sub-vectors of {dim}, not {j_count}")
+    return CodebookWeight(pack_codes(indices, bits), cb.contiguous(), bits, dim, bpg, (n, k))
 
 
 def hashednets_weight(n: int, k: int, buckets: torch.Tensor, seed: int = 0) -> CodebookWeight:
@@ -143,10 +123,10 @@ def codebook_matmul(
     x2, vec = as_2d(x, k)
     m = x2.shape[0]
     out_shape = (n,) if vec else (*x.shape[:-1], n)
-    res = prepare_out(out, out_shape, x.dtype, w.packed.device)
     if resolve_backend(backend, x, w.packed, w.codebook) == "reference":
-        res.copy_(codebook_matmul_reference(x2, w).reshape(out_shape))
-        return res
+        y = codebook_matmul_reference(x2, w).reshape(out_shape)
+        return y if out is None else prepare_out(out, out_shape, x.dtype, w.packed.device).copy_(y)
+    res = prepare_out(out, out_shape, x.dtype, w.packed.device)
     if m == 0 or n == 0:
         return res
     tk = triton_module("lowbit")

@@ -1,8 +1,11 @@
 """Low-bit weight GEMM / GEMV: packed 2-bit, 4-bit, k-bit and power-of-two codes, unpacked on the fly.
 
 Serves
-* ternary weights: TWN (Li, Zhang & Liu 2016, symmetric ``{-a, 0, +a}``) and TTQ (Zhu, Han, Mao & Dally
-  2017, asymmetric ``{-Wn, 0, +Wp}``), stored as 2-bit codes;
+* binary weights with real-valued activations: BinaryConnect (Courbariaux, Bengio & David 2015), stored
+  as 1-bit codes (:func:`encode_binary`; ``reproductions/courbariaux2015.py``);
+* ternary weights: TWN (Li, Zhang & Liu 2016, symmetric ``{-a, 0, +a}``; ``reproductions/li2016.py``)
+  and TTQ (Zhu, Han, Mao & Dally 2017, asymmetric ``{-Wn, 0, +Wp}``), stored as 2-bit codes
+  (:func:`encode_ternary`: the encoding only; the threshold and scales are each paper's);
 * k-bit uniform weights: DoReFa-Net (Zhou et al. 2016) and generic min/max affine 2-8 bit quantization
   (4-bit is the common case);
 * power-of-two weights: INQ (Zhou, Yao, Guo, Xu & Chen 2017), ``{0, ±2^n2, ..., ±2^n1}``.
@@ -16,8 +19,11 @@ codes per word; code ``k`` sits at bits ``[(k % cpw)*bits, (k % cpw + 1)*bits)``
 * ``scheme="pow2"``: top bit = sign, low ``bits-1`` bits = ``e``; ``w = 0`` if ``e == 0`` else
   ``(-1)^sign * 2^(1-e) * scale[n]`` (``scale[n] = 2^n2``, the largest level).
 
-``storage_bytes()`` = ``4*N*ceil(K/cpw)`` (packed codes) + ``4*N`` per fp32 per-channel vector present
-(``scale``, plus ``zero`` for affine, plus ``scale_neg`` for TTQ).
+``scale``, ``zero`` and ``scale_neg`` hold one value per output channel (``[N]``) or one for the whole
+tensor (``[1]``: TWN's per-layer ``alpha``, BinaryConnect's constant decode).
+
+``storage_bytes()`` = ``4*N*ceil(K/cpw)`` (packed codes) + 4 bytes per value of each fp32 decode vector
+present (``scale``, plus ``zero`` for affine, plus ``scale_neg`` for TTQ; ``N`` or 1 values each).
 """
 
 from __future__ import annotations
@@ -28,14 +34,15 @@ from dataclasses import dataclass
 import torch
 
 from ._backend import Backend, cdiv, interpreting, next_pow2, resolve_backend, triton_module
-from ._common import PackedTensor, as_2d, pack_codes, prepare_out, unpack_codes
+from ._common import PackedTensor, as_2d, pack_codes, prepare_out, unpack_codes, unpack_codes_int32
 
 __all__ = [
     "LowBitWeight",
+    "encode_binary",
+    "encode_ternary",
     "lowbit_matmul",
     "lowbit_matmul_reference",
     "quantize_pow2",
-    "quantize_ternary",
     "quantize_uniform",
 ]
 
@@ -44,12 +51,13 @@ _FLOAT_ACTS = (torch.float32, torch.float16, torch.bfloat16)
 
 @dataclass
 class LowBitWeight(PackedTensor):
-    """Packed ``bits``-bit codes of a ``[N, K]`` weight plus per-output-channel decode parameters."""
+    """Packed ``bits``-bit codes of a ``[N, K]`` weight plus its decode parameters (per output channel
+    or per tensor)."""
 
     packed: torch.Tensor  # int32 [N, ceil(K / (32 // bits))]
-    scale: torch.Tensor  # float32 [N]
-    zero: torch.Tensor | None  # float32 [N] (affine) or None (pow2)
-    scale_neg: torch.Tensor | None  # float32 [N] (TTQ) or None
+    scale: torch.Tensor  # float32 [N] or [1]
+    zero: torch.Tensor | None  # float32 [N] or [1] (affine) or None (pow2)
+    scale_neg: torch.Tensor | None  # float32 [N] or [1] (TTQ) or None
     bits: int
     scheme: str  # "affine" | "pow2"
     shape: tuple[int, int]
@@ -59,7 +67,7 @@ class LowBitWeight(PackedTensor):
 
     def dequantize(self) -> torch.Tensor:
         """Dense fp32 ``[N, K]`` weight the kernel computes with (the reference uses this)."""
-        c = self.codes()
+        c = unpack_codes_int32(self.packed, self.bits, self.shape[1])
         s = self.scale.float()[:, None]
         if self.scheme == "affine":
             assert self.zero is not None
@@ -78,39 +86,43 @@ def _check_w(w: torch.Tensor) -> None:
         raise ValueError("weight must be [N, K]")
 
 
-def quantize_ternary(
-    w: torch.Tensor, method: str = "twn", delta_factor: float = 0.7,
-    wp: torch.Tensor | None = None, wn: torch.Tensor | None = None,
-) -> LowBitWeight:
-    """Ternary weights as 2-bit codes (0 -> negative, 1 -> zero, 2 -> positive).
+def _per_tensor_or_channel(v: torch.Tensor | float, n: int, name: str) -> torch.Tensor:
+    t = (v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(v)).to(torch.float32).reshape(-1)
+    if t.numel() not in (1, n):
+        raise ValueError(f"{name} must be a scalar (per tensor) or have {n} values (per output channel), "
+                         f"got {t.numel()}")
+    return t.contiguous()
 
-    TWN: per-channel threshold ``delta = delta_factor * mean|W|`` and ``alpha = mean |W|`` over the
-    weights above it. TTQ: separate positive / negative scales ``wp``, ``wn`` ([N] tensors, the trained
-    factors; if None they are initialised as the mean of the positive / |negative| weights above the
-    threshold, as in TTQ's initialisation)."""
-    _check_w(w)
-    wf = w.float()
-    n, k = wf.shape
-    delta = delta_factor * wf.abs().mean(dim=1, keepdim=True)
-    pos = wf > delta
-    neg = wf < -delta
-    codes = torch.ones_like(wf, dtype=torch.int64)
-    codes[pos] = 2
-    codes[neg] = 0
 
-    def _mean(mask: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
-        cnt = mask.sum(dim=1)
-        return torch.where(cnt > 0, (vals * mask).sum(dim=1) / cnt.clamp(min=1), torch.zeros(n))
+def encode_binary(signs: torch.Tensor, scale: torch.Tensor | float | None = None) -> LowBitWeight:
+    """A ``±1`` weight ``[N, K]`` (times ``scale``: none, per tensor or per channel) as 1-bit codes
+    (1 = +1, 0 = -1) for :func:`lowbit_matmul` with real-valued activations (BinaryConnect: the signs
+    are the paper's, this is only their storage). Decodes as ``(code - 1/2) * 2 * scale``, exactly."""
+    _check_w(signs)
+    if not bool(((signs == 1) | (signs == -1)).all()):
+        raise ValueError("encode_binary needs a tensor of +1 and -1 values")
+    n, k = signs.shape
+    s = 2.0 * _per_tensor_or_channel(1.0 if scale is None else scale, n, "scale")
+    codes = (signs > 0).to(torch.int64)
+    return LowBitWeight(pack_codes(codes, 1), s.to(signs.device), torch.full((1,), 0.5, device=signs.device),
+                        None, 1, "affine", (n, k))
 
-    zero = torch.ones(n)
-    if method == "twn":
-        alpha = _mean(pos | neg, wf.abs())
-        return LowBitWeight(pack_codes(codes, 2), alpha.contiguous(), zero, None, 2, "affine", (n, k))
-    if method == "ttq":
-        wp_t = _mean(pos, wf) if wp is None else wp.float().reshape(-1).expand(n)
-        wn_t = _mean(neg, -wf) if wn is None else wn.float().reshape(-1).expand(n)
-        return LowBitWeight(pack_codes(codes, 2), wp_t.contiguous(), zero, wn_t.contiguous(), 2, "affine", (n, k))
-    raise ValueError("method must be 'twn' or 'ttq'")
+
+def encode_ternary(ternary: torch.Tensor, scale: torch.Tensor | float,
+                   scale_neg: torch.Tensor | float | None = None) -> LowBitWeight:
+    """A ternary weight ``W_t in {-1, 0, +1}`` ``[N, K]`` with its scale (TWN: one ``alpha`` per layer;
+    per channel also allowed) as 2-bit codes ``W_t + 1`` (0 = negative, 1 = zero, 2 = positive);
+    ``scale_neg`` scales the negative values (TTQ's ``W_n``). Decodes as ``(code - 1) * scale``
+    (``scale_neg`` below zero), i.e. exactly ``scale * W_t``. The threshold and scales are the paper's."""
+    _check_w(ternary)
+    if not bool(((ternary == 1) | (ternary == 0) | (ternary == -1)).all()):
+        raise ValueError("encode_ternary needs a tensor of -1, 0 and +1 values")
+    n, k = ternary.shape
+    dev = ternary.device
+    codes = ternary.to(torch.int64) + 1
+    neg = None if scale_neg is None else _per_tensor_or_channel(scale_neg, n, "scale_neg").to(dev)
+    return LowBitWeight(pack_codes(codes, 2), _per_tensor_or_channel(scale, n, "scale").to(dev),
+                        torch.ones(1, device=dev), neg, 2, "affine", (n, k))
 
 
 def quantize_uniform(w: torch.Tensor, bits: int, method: str = "minmax") -> LowBitWeight:
@@ -190,18 +202,19 @@ def lowbit_matmul(
     x2, vec = as_2d(x, k)
     m = x2.shape[0]
     out_shape = (n,) if vec else (*x.shape[:-1], n)
-    res = prepare_out(out, out_shape, x.dtype, w.packed.device)
     if resolve_backend(backend, x, w.packed) == "reference":
-        res.copy_(lowbit_matmul_reference(x2, w).reshape(out_shape))
-        return res
+        y = lowbit_matmul_reference(x2, w).reshape(out_shape)
+        return y if out is None else prepare_out(out, out_shape, x.dtype, w.packed.device).copy_(y)
+    res = prepare_out(out, out_shape, x.dtype, w.packed.device)
     if m == 0 or n == 0:
         return res
     tk = triton_module("lowbit")
     xc = x2.contiguous()
     p = w.packed.contiguous()
-    scale = w.scale.float().contiguous()
-    zero = w.zero.float().contiguous() if w.zero is not None else scale
-    sneg = w.scale_neg.float().contiguous() if w.scale_neg is not None else scale
+    # per-tensor decode values (one number for the layer) are broadcast to one per output channel here
+    scale = w.scale.float().expand(n).contiguous()
+    zero = w.zero.float().expand(n).contiguous() if w.zero is not None else scale
+    sneg = w.scale_neg.float().expand(n).contiguous() if w.scale_neg is not None else scale
     y = res.view(m, n)
     bm, bn, bk = _gemm_tiles(m, n, k)
     grid = (cdiv(m, bm), cdiv(n, bn))

@@ -1,8 +1,10 @@
 """Sparse matrix-vector / matrix-matrix products for pruned weights.
 
 Serves magnitude pruning (Han, Pool, Tran & Dally 2015 "Learning both weights and connections"; Deep
-Compression 2016), structured / block pruning, and EIE (Han et al. 2016, "EIE: Efficient Inference
-Engine on Compressed Deep Neural Network"), whose compressed-column format is reproduced here.
+Compression 2016: ``reproductions/han2015.py`` and ``han2016.py`` prune with their own rule and store
+and run their pruned layers as :class:`CSRWeight`), structured / block pruning, and EIE (Han et al.
+2016, "EIE: Efficient Inference Engine on Compressed Deep Neural Network"), whose compressed-column
+format is reproduced here.
 
 Formats (weight ``W [N, K]``, ``Y = X @ W.T``):
 * CSR (:class:`CSRWeight`): ``rowptr`` int32 ``[N+1]``, ``col`` int32 ``[nnz]``, ``val`` ``[nnz]``
@@ -20,37 +22,26 @@ Formats (weight ``W [N, K]``, ``Y = X @ W.T``):
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from ._backend import Backend, cdiv, interpreting, next_pow2, resolve_backend, triton_module
 from ._common import PackedTensor, as_2d, prepare_out
-from .codebook import _kmeans
 from .lowbit import _FLOAT_ACTS
 
 __all__ = [
     "BlockSparseWeight",
     "CSRWeight",
     "EIEWeight",
-    "prune_magnitude",
     "sparse_matmul",
     "sparse_matmul_reference",
     "to_bsr",
     "to_csr",
     "to_eie",
 ]
-
-
-def prune_magnitude(w: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Zero the ``sparsity`` fraction of smallest-magnitude weights (per layer, Han et al. 2015)."""
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError("sparsity must be in [0, 1)")
-    kth = int(round(sparsity * w.numel()))
-    if kth == 0:
-        return w.clone()
-    thr = w.abs().flatten().kthvalue(kth).values
-    return torch.where(w.abs() > thr, w, torch.zeros_like(w))
 
 
 @dataclass
@@ -69,8 +60,16 @@ class CSRWeight(PackedTensor):
         return d
 
     def to_torch(self) -> torch.Tensor:
-        """The same matrix as a ``torch.sparse_csr_tensor`` (int64 indices, as PyTorch wants)."""
+        """The same matrix as a ``torch.sparse_csr_tensor`` (int64 indices)."""
         return torch.sparse_csr_tensor(self.rowptr.long(), self.col.long(), self.val, self.shape)
+
+    @functools.cached_property
+    def _torch_fp32(self) -> torch.Tensor:
+        """A ``torch.sparse_csr_tensor`` over the same index arrays (no copy; fp32 values), built once:
+        the CPU fallback's operand. Not a dataclass field, so not counted in ``storage_bytes()``."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(self.rowptr, self.col, self.val.float(), self.shape)
 
 
 @dataclass
@@ -147,21 +146,24 @@ def to_bsr(w: torch.Tensor, block: tuple[int, int] = (16, 16), val_dtype: torch.
     return BlockSparseWeight(rowptr.to(torch.int32), bcol.to(torch.int32).contiguous(), blocks, (br, bc), (n, k))
 
 
-def to_eie(w: torch.Tensor, iters: int = 15, seed: int = 0) -> EIEWeight:
-    """Dense pruned ``[N, K]`` -> EIE compressed columns with a 15-centroid k-means codebook over the
-    nonzeros (code 0 = zero / padding), as in Deep Compression + EIE (4-bit weights, 4-bit gaps)."""
-    if w.dim() != 2:
-        raise ValueError("weight must be [N, K]")
-    wf = w.detach().float().cpu()
-    n, k = wf.shape
-    nzv = wf[wf != 0]
-    cb = torch.zeros(16)
-    if nzv.numel():
-        cent, _ = _kmeans(nzv.reshape(-1, 1), min(15, nzv.numel()), iters, torch.Generator().manual_seed(seed))
-        cb[1:1 + cent.shape[0]] = cent.reshape(-1)
+def to_eie(codes: torch.Tensor, codebook: torch.Tensor) -> EIEWeight:
+    """A pruned, weight-shared ``[N, K]`` layer -> EIE compressed columns (4-bit weights, 4-bit gaps).
+
+    ``codes`` are 4-bit indices into the 16-entry ``codebook`` with ``codebook[0] == 0`` reserved for
+    pruned weights (and padding entries); the clustering that chose the codebook (Deep Compression's
+    k-means) is the caller's."""
+    if codes.dim() != 2:
+        raise ValueError("codes must be [N, K]")
+    cb = codebook.detach().float().reshape(-1).cpu()
+    if cb.numel() != 16 or float(cb[0]) != 0.0:
+        raise ValueError("the EIE codebook has 16 entries, entry 0 being 0 (pruned)")
+    c = codes.detach().to(torch.int64).cpu()
+    if c.numel() and (int(c.min()) < 0 or int(c.max()) > 15):
+        raise ValueError("EIE codes must lie in [0, 16)")
+    n, k = c.shape
     # nonzeros in column-major order; gap = zero rows since the previous nonzero of the column
-    cols, rows = (wf.T != 0).nonzero(as_tuple=True)
-    vals = wf[rows, cols]
+    cols, rows = (c.T != 0).nonzero(as_tuple=True)
+    code = c[rows, cols]
     prev = torch.cat([torch.tensor([-1]), rows[:-1]])
     first = torch.ones_like(cols, dtype=torch.bool)
     first[1:] = cols[1:] != cols[:-1]
@@ -169,16 +171,15 @@ def to_eie(w: torch.Tensor, iters: int = 15, seed: int = 0) -> EIEWeight:
     gap = rows - prev - 1
     npad = gap // 16  # each padding entry (z=15, v=0) advances 16 rows
     z = gap - 16 * npad
-    code = 1 + (cb[1:][None, :] - vals[:, None]).abs().argmin(dim=1) if vals.numel() else vals.long()
     cnt = npad + 1
     ents = torch.full((int(cnt.sum()),), 15 << 4, dtype=torch.int64)
     ents[torch.cumsum(cnt, 0) - 1] = (z << 4) | code
     colptr = torch.zeros(k + 1, dtype=torch.int64)
     colptr[1:] = torch.cumsum(torch.zeros(k, dtype=torch.int64).index_add_(0, cols, cnt), 0)
     return EIEWeight(
-        colptr.to(torch.int32).to(w.device),
-        ents.to(torch.uint8).to(w.device),
-        cb.to(w.device),
+        colptr.to(torch.int32).to(codes.device),
+        ents.to(torch.uint8).to(codes.device),
+        cb.to(codes.device),
         (n, k),
     )
 
@@ -187,7 +188,11 @@ SparseWeight = CSRWeight | BlockSparseWeight | EIEWeight
 
 
 def sparse_matmul_reference(x: torch.Tensor, w: SparseWeight) -> torch.Tensor:
-    """PyTorch reference: densify, ``x.float() @ W.T`` in fp32, cast to ``x.dtype``."""
+    """PyTorch reference, in fp32, cast to ``x.dtype``: a CSR weight runs torch's sparse CSR product
+    over its own index arrays (a real sparse computation: the CPU fallback); the blocked and EIE
+    formats are densified first."""
+    if isinstance(w, CSRWeight):
+        return (w._torch_fp32 @ x.float().T).T.contiguous().to(x.dtype)
     return (x.float() @ w.to_dense().to(x.device).T).to(x.dtype)
 
 
@@ -204,11 +209,11 @@ def sparse_matmul(
     m = x2.shape[0]
     out_shape = (n,) if vec else (*x.shape[:-1], n)
     dev = x.device
-    res = prepare_out(out, out_shape, x.dtype, dev)
     tensors = [t for t in vars(w).values() if isinstance(t, torch.Tensor)]
     if resolve_backend(backend, x, *tensors) == "reference":
-        res.copy_(sparse_matmul_reference(x2, w).reshape(out_shape))
-        return res
+        y = sparse_matmul_reference(x2, w).reshape(out_shape)
+        return y if out is None else prepare_out(out, out_shape, x.dtype, dev).copy_(y)
+    res = prepare_out(out, out_shape, x.dtype, dev)
     if m == 0 or n == 0:
         return res
     tk = triton_module("sparse")

@@ -32,10 +32,13 @@ training examples; the paper: 250 epochs), with a cosine learning-rate schedule 
 official code's Adam rate (0.01, so that the latent weights reach the clipping range within the short
 run, as they do over the paper's hundreds of epochs; the official code also scales the latent
 weights' rate by Glorot's factor, as here) instead of an exponentially decaying one; the fp32
-baseline is this file's own MLP of the same architecture, loss, initial weights and step budget. Storage is counted honestly: 1 bit per
-binary weight (an actual bit packing) plus 32 bits for every BN scale and shift (the running
-statistics folded into them at inference, which keeps two numbers per unit). The linear layers have
-no bias (BN's shift replaces it). On the narrow quick MLP the BN storage weighs more than on the
+baseline is this file's own MLP of the same architecture, loss, initial weights and step budget.
+Storage is counted from the actual encoding: the bytes of each layer's signs as 1-bit codes packed in
+int32 words, one row of words per output unit (``atlas_kernels.encode_binary``, the format its
+``lowbit_matmul`` runs; a row's last word is zero-padded, and the encoding keeps two fp32 decode
+constants per layer), plus 32 bits for every BN scale and shift (the running statistics folded into
+them at inference, which keeps two numbers per unit). The linear layers have no bias (BN's shift
+replaces it). On the narrow quick MLP the BN storage weighs more than on the
 paper's 3 x 1024 MLP, so ``storage_compression`` is below 32x; ``weight_storage_compression`` (binary
 weights against fp32 weights alone) and ``storage_compression_3x1024`` (the same count for the paper's
 architecture, no training needed) are recorded alongside.
@@ -46,12 +49,16 @@ bits against 1 per weight, the paper's 32x); the stochastic variant, tested with
 weights, has 1.0 for both. Extra metrics: ``storage_compression_3x1024``; for the stochastic variant
 ``binary_test_accuracy`` / ``binary_test_accuracy_change_pp`` / ``binary_storage_compression`` /
 ``binary_weight_storage_compression`` (its latent weights binarised deterministically at test time).
+Latency (deterministic variant; the paper states no speed-up): ``dense_latency_us`` /
+``encoded_latency_us`` / ``speedup``, the binary fully-connected layers at batch 1 run through
+``atlas_kernels.lowbit_matmul`` (PyTorch CPU fallback here, which unpacks the codes at every call;
+Triton on CUDA) against the same weights dense in fp32, timed in the same run.
 
 Shared with later papers (BNN, XNOR-Net, TWN): :func:`hard_sigmoid`, :func:`binarize`,
 :func:`straight_through`, :class:`QuantizedLinear` / :class:`QuantizedConv2d` (layers whose
 propagations use ``quantize(latent weight)``), :class:`BinaryLinear` / :class:`BinaryConv2d`,
-:func:`quantize_layers`, :func:`quantized_layers`, :func:`clip_latent`, :func:`pack_codes` /
-:func:`unpack_codes`, :func:`glorot_lr_groups` and :func:`square_hinge_loss`.
+:func:`quantize_layers`, :func:`quantized_layers`, :func:`clip_latent`, :func:`glorot_lr_groups` and
+:func:`square_hinge_loss`. Bit packing is ``atlas_kernels``'s (one implementation for every paper).
 
 Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced": its 32x
 storage check failed at 28x because the fp32 batch-norm and bias parameters were counted, while the
@@ -66,17 +73,25 @@ import copy
 import math
 from collections.abc import Sequence
 
+import atlas_kernels as ak
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 from torch import nn
 
-from atlas.harness import Run, measure, reproduction
+from atlas.harness import Profile, Run, TrainConfig, measure, reproduction
+
+
+class Config(Profile):
+    hidden: list[PositiveInt]  # widths of the hidden layers (the paper: 3 x 1024)
+    train: TrainConfig  # each model's training: the fp32 baseline and both BinaryConnect variants
+
 
 PROFILES = {
     "smoke": {
         # 3 passes over digits' 1437 examples at batch 64
-        "dataset": "digits", "seeds": 1, "hidden": [64, 64], "batch_size": 64, "optimizer": "adam",
-        "lr": 0.01, "schedule": "cosine", "steps": 67,
+        "dataset": "digits", "seeds": 1, "hidden": [64, 64],
+        "train": {"steps": 67, "batch_size": 64, "optimizer": "adam", "lr": 0.01, "schedule": "cosine"},
     },
     "quick": {
         # 750 steps of batch 200 (2.5 passes over Fashion-MNIST) per model, 3 models per seed, 5 seeds:
@@ -85,14 +100,14 @@ PROFILES = {
         # in this short run the latent weights reach the clipping range, as they do over the paper's
         # hundreds of epochs (the stochastic variant is tested with them).
         "dataset": "fashion-mnist", "seeds": 5, "hidden": [256, 256, 256],
-        "batch_size": 200, "optimizer": "adam", "lr": 0.01, "schedule": "cosine", "steps": 750,
+        "train": {"steps": 750, "batch_size": 200, "optimizer": "adam", "lr": 0.01, "schedule": "cosine"},
     },
     "paper": {
         # Table 2: PI MNIST, 3 x 1024 + BN, L2-SVM output, Adam, batch 100 (official mnist.py: LR 1e-3
         # decayed exponentially to 3e-6 over 250 epochs = 150000 steps of 100 on 60000 examples;
         # here cosine).
-        "dataset": "mnist", "seeds": 3, "hidden": [1024, 1024, 1024], "batch_size": 100,
-        "optimizer": "adam", "lr": 0.001, "schedule": "cosine", "steps": 150000,
+        "dataset": "mnist", "seeds": 3, "hidden": [1024, 1024, 1024],
+        "train": {"steps": 150000, "batch_size": 100, "optimizer": "adam", "lr": 0.001, "schedule": "cosine"},
     },
 }
 
@@ -252,40 +267,33 @@ def glorot_lr_groups(model: nn.Module, lr: float) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- storage encoding
-def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack non-negative integer ``codes`` (each ``< 2**bits``, ``bits`` dividing 8) into a uint8 tensor,
-    ``8 // bits`` codes per byte, the last byte zero-padded: ``ceil(n * bits / 8)`` bytes."""
-    if bits not in (1, 2, 4, 8):
-        raise ValueError(f"bits must divide 8, got {bits}")
-    flat = codes.detach().flatten().to(torch.int64).cpu()
-    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 2**bits):
-        raise ValueError(f"codes must lie in [0, {2**bits})")
-    per_byte = 8 // bits
-    pad = (-flat.numel()) % per_byte
-    flat = torch.cat([flat, flat.new_zeros(pad)]).view(-1, per_byte)
-    shifts = torch.arange(per_byte, dtype=torch.int64) * bits
-    return (flat << shifts).sum(dim=1).to(torch.uint8)
-
-
-def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_codes`: the first ``n`` codes (int64)."""
-    per_byte = 8 // bits
-    shifts = torch.arange(per_byte, dtype=torch.int64) * bits
-    codes = (packed.to(torch.int64).view(-1, 1) >> shifts) & (2**bits - 1)
-    return codes.flatten()[:n]
+def encode_binary_layers(model: nn.Module) -> dict[str, ak.LowBitWeight]:
+    """The deployed deterministic model's binary layers as stored and run: each layer's weight signs
+    (Eq. 1) as 1-bit codes, one row of int32 words per output unit (``atlas_kernels.encode_binary``; a
+    convolution as its out x (in * k * k) matrix). Keyed by weight parameter name."""
+    out: dict[str, ak.LowBitWeight] = {}
+    for name, layer in quantized_layers(model):
+        w = layer.weight.detach()
+        out[f"{name}.weight"] = ak.encode_binary(binarize_deterministic(w).reshape(w.shape[0], -1))
+    return out
 
 
 def binary_storage(model: nn.Module) -> list[measure.Encoded]:
-    """The deployed deterministic model: each binary layer's weight signs packed at 1 bit (the bytes
-    :func:`pack_codes` produces), every other parameter (BN scale/shift, biases) in fp32."""
-    parts: list[measure.Encoded] = []
-    binary_names: set[str] = set()
-    for name, layer in quantized_layers(model):
-        codes = (binarize_deterministic(layer.weight.detach()) > 0).to(torch.int64)
-        parts.append(measure.Encoded(f"{name}.weight", 8 * pack_codes(codes, 1).numel(), "1-bit signs"))
-        binary_names.add(f"{name}.weight")
-    parts += measure.fp32_parts(model, skip=sorted(binary_names))
-    return parts
+    """The deployed deterministic model: the bytes of each binary layer's encoding (packed signs and
+    the encoding's two fp32 decode constants), every other parameter (BN scale/shift, biases) in fp32."""
+    encoded = encode_binary_layers(model)
+    parts = [measure.encoded(name, q, "1-bit signs") for name, q in encoded.items()]
+    return parts + measure.fp32_parts(model, skip=sorted(encoded))
+
+
+def binary_latency(model: nn.Module) -> dict[str, float]:
+    """The binary fully-connected layers at batch 1 through ``atlas_kernels.lowbit_matmul`` (1-bit codes
+    unpacked on the fly; real-valued activations) against the same ±1 weights dense in fp32."""
+    encoded = encode_binary_layers(model)
+    params = dict(model.named_parameters())
+    layers = [(q.dequantize().to(params[n].device), q.to(params[n].device)) for n, q in encoded.items()
+              if params[n].dim() == 2]
+    return measure.layers_latency(layers, ak.lowbit_matmul)
 
 
 # ------------------------------------------------------------------------------- model and loss
@@ -325,7 +333,7 @@ def train_binaryconnect(run: Run, initial: nn.Module, *, stochastic: bool) -> nn
     latent weights to [-1, 1] after every update."""
     model = quantize_layers(copy.deepcopy(initial), BinaryLinear, BinaryConv2d, stochastic=stochastic,
                             test_weights="real" if stochastic else "binary")
-    cfg = run.train_config()
+    cfg = run.train_config("train")
     return run.train(model, run.dataset().train, cfg, desc=f"binaryconnect ({'stoch' if stochastic else 'det'})",
                      loss_fn=hinge, after_step=clip_latent, params=glorot_lr_groups(model, cfg.lr))
 
@@ -338,12 +346,13 @@ def deterministic_view(model: nn.Module) -> nn.Module:
     return view.eval()
 
 
-@reproduction("courbariaux2015", profiles=PROFILES)
+@reproduction("courbariaux2015", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     data = run.dataset()
     hidden = list(run.config["hidden"])
     initial = bc_mlp(data.input_shape, data.num_classes, hidden).to(run.device)
-    baseline = run.train(copy.deepcopy(initial), data.train, run.train_config(), desc="fp32 baseline", loss_fn=hinge)
+    baseline = run.train(copy.deepcopy(initial), data.train, run.train_config("train"), desc="fp32 baseline",
+                         loss_fn=hinge)
     base_acc = run.accuracy(baseline, data.test)
     base_bits = measure.dense_bits(baseline)
     n_weights = sum(m.weight.numel() for m in baseline.modules() if isinstance(m, nn.Linear))
@@ -352,9 +361,10 @@ def reproduce(run: Run) -> None:
     paper_ratio = measure.dense_bits(paper_mlp) / measure.storage_bits(binary_storage(paper_mlp))
     arch = "-".join(str(h) for h in hidden)
     limit = run.config.get("train_limit")
-    differs = (f"MLP {arch} (paper: 1024-1024-1024), {run.config['steps']} steps of batch "
-               f"{run.config['batch_size']}, cosine LR (Adam, "
-               f"lr {run.config['lr']}), " + (f"first {limit} training examples; " if limit else "") +
+    train = run.config["train"]
+    differs = (f"MLP {arch} (paper: 1024-1024-1024), {train['steps']} steps of batch "
+               f"{train['batch_size']}, cosine LR (Adam, "
+               f"lr {train['lr']}), " + (f"first {limit} training examples; " if limit else "") +
                "fp32 baseline of the same MLP, loss, initial weights and schedule")
 
     for claim, stochastic in (("mnist-deterministic", False), ("mnist-stochastic", True)):
@@ -381,7 +391,9 @@ def reproduce(run: Run) -> None:
             }
         else:
             metrics |= {"storage_bits": float(measure.storage_bits(parts)), "storage_compression": binary_ratio,
-                        "weight_storage_compression": weight_ratio}
+                        "weight_storage_compression": weight_ratio, **binary_latency(binary)}
+        notes = "" if stochastic else measure.latency_note("atlas_kernels.lowbit_matmul on 1-bit codes",
+                                                           binary[1].weight)
         run.record(claim, model=f"MLP {arch} + BN, L2-SVM output, {'stochastic' if stochastic else 'deterministic'} "
-                   "BinaryConnect", metrics=metrics,
+                   "BinaryConnect", metrics=metrics, notes=notes,
                    differs=differs + ("; tested with real-valued weights as in Sec. 2.6" if stochastic else ""))

@@ -3,7 +3,7 @@ Coding (Han, Mao & Dally, ICLR 2016; arXiv:1510.00149).
 
 Method: a three-stage pipeline.
 
-1. **Pruning** (Sec. 2) as in Han et al. 2015 (imported from ``reproductions/han2015.py``: the very
+1. **Pruning** (Sec. 2) as in Han et al. 2015 (imported from ``atlas_reproductions.han2015``: the very
    pruned model measured there, taken from the cache when its configuration and code are unchanged).
    The sparse weights are stored with *relative* indices: each non-zero entry stores the distance to
    the previous one in a fixed number of bits (8 for conv layers, 5 for fc layers, Sec. 2); when a
@@ -20,21 +20,31 @@ Claims (Table 1, MNIST): LeNet-300-100 1070 KB -> 27 KB (40x) with error 1.64% -
 1720 KB -> 44 KB (39x) with error 0.80% -> 0.74%. Bits per weight (Tables 2/3): 6 for every
 LeNet-300-100 layer; 8 for LeNet-5's conv layers and 5 for its fc layers.
 
-How storage is counted here (``storage_bits``, from the actual encoded streams): per pruned layer,
-every entry of the relative-index stream (real weights and filler zeros) costs its index and its weight
-symbol; per layer codebook of fp32 centroids; biases stay fp32 in every stage. One code of each
-layer's ``2^b`` is reserved for the exact zero that filler entries carry (Fig. 2 stores it as a weight
-value), so k-means finds ``2^b - 1`` centroids; the zero itself is implicit (not stored).
-``storage_compression = 32 * params(dense) / storage_bits`` of the final (P+Q+H) encoding. Huffman:
-real prefix codes built with a heap over the actual symbols of each stream of each layer, summing the
-code lengths; the code tables ARE counted, as a canonical Huffman table (one code length per symbol of
-the stream's alphabet, in ``ceil(log2(max_len + 1))`` bits, plus a 5-bit header).
+How storage is counted here (``storage_bits``: 8 times the bytes of the encoded tensors, each
+encoding tested to decode back to the weights it stores): per pruned layer, every entry of the
+relative-index stream (real weights and filler zeros) keeps its index and its weight; per layer a
+codebook of fp32 centroids; biases stay fp32 in every stage. One code of each layer's ``2^b`` is
+reserved for the exact zero that filler entries carry (Fig. 2 stores it as a weight value), so k-means
+finds ``2^b - 1`` centroids; the zero itself is implicit (not stored). Fixed-width fields (indices,
+codes) are packed by ``atlas_kernels.pack_codes`` into int32 words (``32 // b`` fields a word: 6-bit
+codes and 5-bit indices use 30 of its 32 bits). Huffman (Sec. 4): a Huffman code built with a heap over
+the actual symbols of each stream of each layer, in canonical form, so that the stored table is one
+code length per symbol of the stream's alphabet (``ceil(log2(max_len + 1))`` bits each, packed); the
+code bits themselves packed 32 to a word. ``storage_compression = 32 * params(dense) / storage_bits`` of
+the final (P+Q+H) encoding.
 
 Extra metrics: ``storage_bits_pruned`` / ``storage_compression_pruned`` (fp32 values with relative
 indices), ``storage_bits_quantized`` / ``storage_compression_quantized`` (fixed-width ``b``-bit codes
 and relative indices, plus codebooks), ``weight_bits_huffman`` / ``index_bits_huffman`` (mean Huffman
 bits per stored entry over all pruned layers), ``filler_entries``, ``pruned_accuracy`` (the han2015
-model before quantization) and ``quantized_accuracy_before_finetune``.
+model before quantization) and ``quantized_accuracy_before_finetune``; and latency:
+``dense_latency_us`` / ``encoded_latency_us`` / ``speedup`` of the weight-shared fully-connected layers
+at batch 1 run through ``atlas_kernels.codebook_matmul`` (every position's ``b``-bit code looked up in
+the codebook; PyTorch CPU fallback here, Triton on CUDA) against the same weights dense in fp32. The
+claim ``fc-layer-speedup`` (Sec. 6.3: pruned fc layers at batch 1, 3x on a CPU) is measured on the first
+architecture of the profile: its pruned, weight-shared fully-connected layers in CSR through
+``atlas_kernels.sparse_matmul`` (han2015's :func:`csr_latency`; torch's sparse CSR product on a CPU)
+against the same weights dense, in the same run.
 
 Harness differs: Fashion-MNIST instead of MNIST for the quick profile; the pruned model comes from
 han2015's short schedule (per seed; where han2015's profile trains one dense model for all seeds, the
@@ -57,21 +67,25 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+import atlas_kernels as ak
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
-
-from atlas.harness import Run, measure, reproduction
-from reproductions.han2015 import PROFILES as PRUNING_PROFILES
-from reproductions.han2015 import (
+from atlas_reproductions.han2015 import PROFILES as PRUNING_PROFILES
+from atlas_reproductions.han2015 import Config as PruningConfig
+from atlas_reproductions.han2015 import (
     Masks,
+    csr_latency,
     profile_claims,
     prunable_layers,
     schedule_note,
     train_control,
     train_pruned,
 )
+from pydantic import PositiveFloat, PositiveInt
+from torch import nn
+from torch.func import functional_call
+
+from atlas.harness import Run, Section, TrainConfig, measure, reproduction
 
 # Bits per weight (cluster index) per layer: Table 2 (LeNet-300-100) and Table 3 (LeNet-5).
 BITS = {
@@ -81,12 +95,38 @@ BITS = {
 # Relative-index bits (Sec. 2): 8 for conv layers, 5 for fc layers.
 INDEX_BITS = {"conv": 8, "fc": 5}
 
-# Centroid fine-tuning budget in optimizer steps per profile (smoke: one pass over digits' 1437 at
-# batch 64; paper: one epoch of MNIST's 60000 at batch 64).
-FINETUNE_STEPS = {"smoke": 22, "quick": 100, "paper": 938}
+
+class Finetune(TrainConfig):
+    """Centroid fine-tuning (Sec. 3.3): ``lr`` for the unshared parameters (the biases), ``centroid_lr``
+    for the shared centroids."""
+
+    centroid_lr: PositiveFloat
+
+
+class Quantize(Section):
+    bits: dict[str, dict[str, PositiveInt]]  # harness model -> paper layer -> bits per weight (Tables 2/3)
+    index_bits: dict[str, PositiveInt]  # "conv" / "fc" -> relative-index bits (Sec. 2)
+    kmeans_iters: PositiveInt
+    finetune: Finetune
+
+
+class Config(PruningConfig):
+    quantize: Quantize
+
+
+# Centroid fine-tuning, per profile: SGD with momentum at han2015's batch size for that profile (smoke:
+# one pass over digits' 1437 at batch 64; paper: one epoch of MNIST's 60000 at batch 64); no weight decay.
+FINETUNE = {
+    "smoke": {"steps": 22, "batch_size": 64, "lr": 0.01, "optimizer": "sgd", "schedule": "cosine",
+              "centroid_lr": 0.0001},
+    "quick": {"steps": 100, "batch_size": 128, "lr": 0.01, "optimizer": "sgd", "schedule": "cosine",
+              "centroid_lr": 0.0001},
+    "paper": {"steps": 938, "batch_size": 64, "lr": 0.01, "optimizer": "sgd", "schedule": "cosine",
+              "centroid_lr": 0.0001},
+}
 PROFILES = {
     name: {**cfg, "quantize": {"bits": BITS, "index_bits": INDEX_BITS, "kmeans_iters": 50,
-                               "finetune": {"steps": FINETUNE_STEPS[name], "lr": 0.01, "centroid_lr": 0.0001}}}
+                               "finetune": FINETUNE[name]}}
     for name, cfg in PRUNING_PROFILES.items()
 }
 
@@ -164,20 +204,19 @@ def write_shared(model: nn.Module, shared: Sequence[SharedLayer]) -> None:
         params[layer.param].copy_(layer.weight())
 
 
-def finetune_centroids(run: Run, model: nn.Module, shared: Sequence[SharedLayer], steps: int, lr: float,
-                       centroid_lr: float) -> nn.Module:
+def finetune_centroids(run: Run, model: nn.Module, shared: Sequence[SharedLayer], cfg: Finetune) -> nn.Module:
     """Sec. 3.3: train the centroids (and the unshared parameters, the biases) with the weights tied
     to their clusters; the forward pass uses the shared weights built from the centroids."""
     tied = {layer.param for layer in shared}
     others = [p for n, p in model.named_parameters() if n not in tied]
-    opt = torch.optim.SGD([{"params": [layer.centroids for layer in shared], "lr": centroid_lr},
-                           {"params": others, "lr": lr}], lr=lr, momentum=0.9)
+    opt = torch.optim.SGD([{"params": [layer.centroids for layer in shared], "lr": cfg.centroid_lr},
+                           {"params": others, "lr": cfg.lr}], lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
 
     def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         weights = {layer.param: layer.weight() for layer in shared}
         return F.cross_entropy(functional_call(m, weights, (x,)), y)
 
-    cfg = run.train_config(steps=steps, lr=lr)
     run.train(model, run.dataset().train, cfg, desc="centroid fine-tuning", loss_fn=loss, optimizer=opt)
     write_shared(model, shared)
     return model
@@ -202,111 +241,253 @@ def relative_indices(positions: Sequence[int], index_bits: int) -> list[tuple[in
     return out
 
 
-def huffman_code(freqs: dict[Hashable, int]) -> dict[Hashable, str]:
-    """A Huffman prefix code for the symbol frequencies (heap of subtrees, merging the two lightest).
-    A single symbol gets the one-bit code ``"0"``."""
-    if not freqs:
-        return {}
+def huffman_lengths(freqs: dict[Hashable, int]) -> dict[Hashable, int]:
+    """The code length of each symbol in a Huffman tree for ``freqs`` (a heap of subtrees, merging the
+    two lightest); a single symbol gets length 1."""
+    if len(freqs) <= 1:
+        return {s: 1 for s in freqs}
     tie = itertools.count()
-    heap: list[tuple[int, int, object]] = [(f, next(tie), ("leaf", s)) for s, f in freqs.items()]
+    heap: list[tuple[int, int, list[Hashable]]] = [(f, next(tie), [s]) for s, f in freqs.items()]
     heapq.heapify(heap)
-    if len(heap) == 1:
-        return {next(iter(freqs)): "0"}
+    lengths = dict.fromkeys(freqs, 0)
     while len(heap) > 1:
         f1, _, a = heapq.heappop(heap)
         f2, _, b = heapq.heappop(heap)
-        heapq.heappush(heap, (f1 + f2, next(tie), ("node", a, b)))
+        for s in a + b:  # every symbol below the merged node gets one bit deeper
+            lengths[s] += 1
+        heapq.heappush(heap, (f1 + f2, next(tie), a + b))
+    return lengths
+
+
+def canonical_code(lengths: dict[Hashable, int]) -> dict[Hashable, str]:
+    """The canonical prefix code for the code lengths (symbols in order of length, then value, get
+    consecutive codes): a decoder rebuilds it from the lengths alone, which is all the table stores."""
     codes: dict[Hashable, str] = {}
-    stack = [(heap[0][2], "")]
-    while stack:
-        node, prefix = stack.pop()
-        if node[0] == "leaf":
-            codes[node[1]] = prefix
-        else:
-            stack.append((node[1], prefix + "0"))
-            stack.append((node[2], prefix + "1"))
+    code = prev = 0
+    for sym in sorted(lengths, key=lambda s: (lengths[s], s)):
+        code <<= lengths[sym] - prev
+        prev = lengths[sym]
+        codes[sym] = format(code, f"0{prev}b")
+        code += 1
     return codes
 
 
-def huffman_bits(symbols: Sequence[Hashable], alphabet: int) -> tuple[int, int]:
-    """``(payload bits, table bits)`` of Huffman-coding ``symbols``: the sum of the code lengths over
-    the actual symbols, and a canonical code table (one length per symbol of an ``alphabet``-sized
-    alphabet, ``ceil(log2(max_len + 1))`` bits each, plus a 5-bit header for that width)."""
-    freqs = Counter(symbols)
-    codes = huffman_code(freqs)
-    payload = sum(freqs[s] * len(c) for s, c in codes.items())
-    max_len = max((len(c) for c in codes.values()), default=0)
-    return payload, 5 + alphabet * max(1, math.ceil(math.log2(max_len + 1)))
+def huffman_code(freqs: dict[Hashable, int]) -> dict[Hashable, str]:
+    """Sec. 4: a Huffman prefix code (in canonical form) for the symbol frequencies."""
+    return canonical_code(huffman_lengths(freqs))
+
+
+@dataclass
+class HuffmanStream(ak.PackedTensor):
+    """A symbol stream as Huffman coding stores it: the concatenated codes (``nbits`` bits, packed 1 bit
+    per position by ``atlas_kernels.pack_codes``) and the canonical code table, one code length per
+    symbol of the ``alphabet`` (0: absent) at ``width`` bits. ``storage_bytes()`` counts both."""
+
+    payload: torch.Tensor  # int32 words
+    lengths: torch.Tensor  # int32 words
+    count: int  # symbols in the stream
+    nbits: int
+    width: int
+    alphabet: int
+
+
+def huffman_encode(symbols: Sequence[int], alphabet: int) -> HuffmanStream:
+    """Huffman-code ``symbols`` (integers in ``[0, alphabet)``)."""
+    lengths = huffman_lengths(Counter(symbols))
+    code = canonical_code(lengths)
+    bits = "".join(code[s] for s in symbols)
+    stream = torch.tensor([], dtype=torch.int64)
+    if bits:
+        stream = torch.frombuffer(bytearray(bits, "ascii"), dtype=torch.uint8).to(torch.int64) - ord("0")
+    width = max(1, max(lengths.values(), default=0).bit_length())
+    table = torch.tensor([lengths.get(s, 0) for s in range(alphabet)], dtype=torch.int64)
+    return HuffmanStream(ak.pack_codes(stream, 1), ak.pack_codes(table, width), len(symbols), len(bits), width,
+                         alphabet)
+
+
+def huffman_decode(stream: HuffmanStream) -> list[int]:
+    """The symbols of a :class:`HuffmanStream`, read back with the code rebuilt from its table."""
+    table = ak.unpack_codes(stream.lengths, stream.width, stream.alphabet).tolist()
+    lookup = {c: s for s, c in canonical_code({s: n for s, n in enumerate(table) if n}).items()}
+    bits = "".join(map(str, ak.unpack_codes(stream.payload, 1, stream.nbits).tolist()))
+    out: list[int] = []
+    prefix = ""
+    for bit in bits:
+        prefix += bit
+        if prefix in lookup:
+            out.append(lookup[prefix])
+            prefix = ""
+    if prefix or len(out) != stream.count:
+        raise ValueError("the Huffman stream does not decode to its symbol count")
+    return out
 
 
 @dataclass
 class LayerStreams:
-    """A pruned, quantized layer as the two symbol streams Deep Compression stores."""
+    """A pruned layer as the two streams Deep Compression stores (Sec. 2, Fig. 2)."""
 
-    weight_symbols: list[int]  # cluster code per entry (0 for filler entries)
+    weight_symbols: list  # per entry: the weight's cluster code or value (0 for filler entries)
     gap_symbols: list[int]  # relative index per entry, stored as gap - 1
     fillers: int
 
 
-def layer_streams(codes: torch.Tensor, index_bits: int) -> LayerStreams:
-    """The relative-index and weight-code streams of one layer's code tensor (row-major)."""
-    flat = codes.flatten().tolist()
+def layer_streams(values: torch.Tensor, index_bits: int) -> LayerStreams:
+    """The relative-index and weight streams of one layer's non-zero entries in row-major order:
+    ``values`` are its cluster codes (0 = pruned) or its weights."""
+    flat = values.flatten().tolist()
     positions = [i for i, c in enumerate(flat) if c != 0]
     entries = relative_indices(positions, index_bits)
-    weights: list[int] = []
+    weights: list = []
     it = iter(positions)
     for _, filler in entries:
         weights.append(0 if filler else flat[next(it)])
     return LayerStreams(weights, [g - 1 for g, _ in entries], sum(f for _, f in entries))
 
 
-def stage_parts(model: nn.Module, shared: Sequence[SharedLayer]) -> dict[str, list[measure.Encoded]]:
-    """The model's storage after each stage: ``pruned`` (fp32 values, relative indices),
-    ``quantized`` (fixed-width cluster codes, relative indices, fp32 codebooks) and ``huffman``
-    (Huffman-coded codes and indices, tables, codebooks). Unshared parameters stay fp32."""
-    by_param = {layer.param: layer for layer in shared}
-    stages: dict[str, list[measure.Encoded]] = {"pruned": [], "quantized": [], "huffman": []}
-    for name, param in model.named_parameters():
-        if name not in by_param:
-            for parts in stages.values():
-                parts.append(measure.Encoded(name, measure.FP32_BITS * param.numel(), "fp32"))
-            continue
-        layer = by_param[name]
-        s = layer_streams(layer.codes, layer.index_bits)
-        n = len(s.gap_symbols)
-        codebook = measure.FP32_BITS * layer.centroids.numel()
-        w_bits, w_table = huffman_bits(s.weight_symbols, 2**layer.bits)
-        i_bits, i_table = huffman_bits(s.gap_symbols, 2**layer.index_bits)
-        stages["pruned"].append(measure.Encoded(
-            name, n * (measure.FP32_BITS + layer.index_bits), f"fp32 values, {layer.index_bits}-bit relative indices"))
-        stages["quantized"].append(measure.Encoded(
-            name, n * (layer.bits + layer.index_bits) + codebook,
-            f"{layer.bits}-bit codes, {layer.index_bits}-bit relative indices, fp32 codebook"))
-        stages["huffman"].append(measure.Encoded(
-            name, w_bits + i_bits + w_table + i_table + codebook,
-            "Huffman-coded codes and relative indices, canonical tables, fp32 codebook"))
-    return stages
+def _scatter(shape: Sequence[int], gap_symbols: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """A dense tensor of ``shape`` holding ``values`` at the positions the relative indices reach."""
+    out = torch.zeros(math.prod(shape), dtype=values.dtype)
+    out[torch.cumsum(gap_symbols + 1, 0) - 1] = values
+    return out.view(*shape)
 
 
-def huffman_means(shared: Sequence[SharedLayer]) -> dict[str, float]:
-    """Mean Huffman bits per stored entry over all shared layers, for weights and indices."""
-    entries = w_total = i_total = fillers = 0
-    for layer in shared:
-        s = layer_streams(layer.codes, layer.index_bits)
-        entries += len(s.gap_symbols)
-        fillers += s.fillers
-        w_total += huffman_bits(s.weight_symbols, 2**layer.bits)[0]
-        i_total += huffman_bits(s.gap_symbols, 2**layer.index_bits)[0]
+@dataclass
+class RelativeIndexLayer(ak.PackedTensor):
+    """One pruned layer stored with relative indices and fixed-width fields (Sec. 2 before weight
+    sharing, Sec. 3 after): every entry (fillers included) keeps its ``gap - 1`` in ``index_bits`` bits
+    and its weight, as an fp32 value (``codebook`` None) or as a ``bits``-bit code into the layer's fp32
+    ``codebook`` of ``2^bits - 1`` centroids (code 0, the zero of filler entries, is implicit). Fields
+    packed by ``atlas_kernels.pack_codes``; ``storage_bytes()`` counts gaps, weights and codebook."""
+
+    gaps: torch.Tensor  # int32 words
+    weights: torch.Tensor  # fp32 [entries], or int32 words of codes
+    codebook: torch.Tensor | None  # fp32 [2^bits - 1]
+    entries: int
+    index_bits: int
+    bits: int
+    shape: tuple[int, ...]
+
+    def decode(self) -> torch.Tensor:
+        gaps = ak.unpack_codes(self.gaps, self.index_bits, self.entries)
+        if self.codebook is None:
+            return _scatter(self.shape, gaps, self.weights)
+        table = torch.cat([self.codebook.new_zeros(1), self.codebook])
+        return _scatter(self.shape, gaps, table[ak.unpack_codes(self.weights, self.bits, self.entries)])
+
+
+def encode_relative(values: torch.Tensor, index_bits: int, codebook: torch.Tensor | None = None,
+                    bits: int = 32) -> RelativeIndexLayer:
+    """``values``: a pruned weight (fp32 values stored) or, with its ``codebook`` of ``2^bits - 1``
+    centroids, its cluster codes (0 = pruned)."""
+    s = layer_streams(values, index_bits)
+    gaps = ak.pack_codes(torch.tensor(s.gap_symbols, dtype=torch.int64), index_bits)
+    if codebook is None:
+        weights = torch.tensor(s.weight_symbols, dtype=torch.float32)
+    else:
+        weights = ak.pack_codes(torch.tensor(s.weight_symbols, dtype=torch.int64), bits)
+        codebook = codebook.detach().float().cpu().clone()
+    return RelativeIndexLayer(gaps, weights, codebook, len(s.gap_symbols), index_bits, bits, tuple(values.shape))
+
+
+@dataclass
+class HuffmanLayer:
+    """One pruned, weight-shared layer after Huffman coding (Sec. 4): its weight-code stream and its
+    relative-index stream Huffman-coded, and its fp32 codebook."""
+
+    weights: HuffmanStream
+    gaps: HuffmanStream
+    codebook: torch.Tensor  # fp32 [2^bits - 1]
+    shape: tuple[int, ...]
+
+    def storage_bytes(self) -> int:
+        return self.weights.storage_bytes() + self.gaps.storage_bytes() + self.codebook.nbytes
+
+    def decode(self) -> torch.Tensor:
+        table = torch.cat([self.codebook.new_zeros(1), self.codebook])
+        codes = torch.tensor(huffman_decode(self.weights), dtype=torch.int64)
+        return _scatter(self.shape, torch.tensor(huffman_decode(self.gaps), dtype=torch.int64), table[codes])
+
+
+def encode_huffman(layer: SharedLayer) -> HuffmanLayer:
+    s = layer_streams(layer.codes, layer.index_bits)
+    return HuffmanLayer(huffman_encode(s.weight_symbols, 2**layer.bits),
+                        huffman_encode(s.gap_symbols, 2**layer.index_bits),
+                        layer.centroids.detach().float().cpu().clone(), tuple(layer.codes.shape))
+
+
+@dataclass
+class Stages:
+    """Every shared layer's encoding after each stage: ``pruned`` (fp32 values of han2015's pruned
+    model with relative indices), ``quantized`` (fixed-width cluster codes and relative indices, fp32
+    codebook) and ``huffman`` (both streams Huffman-coded, fp32 codebook); keyed by parameter name."""
+
+    pruned: dict[str, RelativeIndexLayer]
+    quantized: dict[str, RelativeIndexLayer]
+    huffman: dict[str, HuffmanLayer]
+
+
+def encode_stages(pruned: nn.Module, shared: Sequence[SharedLayer]) -> Stages:
+    params = dict(pruned.named_parameters())
+    return Stages(
+        {s.param: encode_relative(params[s.param].detach().cpu(), s.index_bits) for s in shared},
+        {s.param: encode_relative(s.codes.cpu(), s.index_bits, s.centroids, s.bits) for s in shared},
+        {s.param: encode_huffman(s) for s in shared},
+    )
+
+
+def stage_parts(model: nn.Module, stages: Stages) -> dict[str, list[measure.Encoded]]:
+    """The model's storage after each stage: the bytes of each shared layer's encoding; every other
+    parameter (the biases) fp32."""
+    what = {"pruned": "fp32 values, {i}-bit relative indices",
+            "quantized": "{b}-bit codes, {i}-bit relative indices, fp32 codebook",
+            "huffman": "Huffman-coded codes and relative indices, canonical tables, fp32 codebook"}
+    out: dict[str, list[measure.Encoded]] = {}
+    for stage, desc in what.items():
+        layers = getattr(stages, stage)
+        parts = [measure.encoded(name, enc, desc.format(i=stages.quantized[name].index_bits,
+                                                        b=stages.quantized[name].bits))
+                 for name, enc in layers.items()]
+        out[stage] = parts + measure.fp32_parts(model, skip=sorted(layers))
+    return out
+
+
+def huffman_means(stages: Stages) -> dict[str, float]:
+    """Mean Huffman bits per stored entry over all shared layers, for weights and indices, and the
+    number of filler entries."""
+    entries = sum(q.entries for q in stages.quantized.values())
+    nonzero = sum(int(torch.count_nonzero(q.decode())) for q in stages.quantized.values())
+    w_total = sum(h.weights.nbits for h in stages.huffman.values())
+    i_total = sum(h.gaps.nbits for h in stages.huffman.values())
     return {"weight_bits_huffman": w_total / max(entries, 1), "index_bits_huffman": i_total / max(entries, 1),
-            "filler_entries": float(fillers)}
+            "filler_entries": float(entries - nonzero)}
+
+
+def encode_codebook_layers(shared: Sequence[SharedLayer]) -> dict[str, ak.CodebookWeight]:
+    """The shared layers in the format ``atlas_kernels.codebook_matmul`` runs: every position's
+    ``bits``-bit code (0 = pruned) packed per output row, and the table ``[0, centroids]``
+    (``atlas_kernels.encode_codebook``)."""
+    out = {}
+    for layer in shared:
+        table = torch.cat([layer.centroids.detach().new_zeros(1), layer.centroids.detach()])
+        out[layer.param] = ak.encode_codebook(layer.codes.reshape(layer.codes.shape[0], -1), table, bits=layer.bits)
+    return out
+
+
+def codebook_latency(model: nn.Module, shared: Sequence[SharedLayer]) -> dict[str, float]:
+    """The weight-shared fully-connected layers at batch 1 through ``atlas_kernels.codebook_matmul``
+    (codes looked up in the codebook at every call) against the same weights dense in fp32."""
+    params = dict(model.named_parameters())
+    layers = [(params[n].detach(), q.to(params[n].device)) for n, q in encode_codebook_layers(shared).items()
+              if params[n].dim() == 2]
+    return measure.layers_latency(layers, ak.codebook_matmul)
 
 
 # ------------------------------------------------------------------------------- reproduction
-@reproduction("han2016", profiles=PROFILES)
+@reproduction("han2016", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     data = run.dataset()
-    q = run.config["quantize"]
-    for claim, arch in profile_claims(run).items():
+    q = Quantize.model_validate(run.config["quantize"])
+    for i, (claim, arch) in enumerate(profile_claims(run).items()):
         control = train_control(run, arch)
         pruned, masks = train_pruned(run, arch)
         acc_base = run.accuracy(control, data.test)
@@ -315,33 +496,45 @@ def reproduce(run: Run) -> None:
 
         model = run.model(arch)
         model.load_state_dict(pruned.state_dict())
-        shared = share_weights(model, masks, q["bits"][arch], q["index_bits"], q["kmeans_iters"])
+        shared = share_weights(model, masks, q.bits[arch], q.index_bits, q.kmeans_iters)
         write_shared(model, shared)
         acc_q0 = run.accuracy(model, data.test)
         run.reseed(f"han2016 {arch} centroid fine-tuning")
-        ft = q["finetune"]
-        finetune_centroids(run, model, shared, ft["steps"], ft["lr"], ft["centroid_lr"])
+        finetune_centroids(run, model, shared, q.finetune)
         acc = run.accuracy(model, data.test)
 
-        stages = stage_parts(model, shared)
+        stages = encode_stages(pruned, shared)
+        parts = stage_parts(model, stages)
         metrics = {
             "baseline_accuracy": acc_base,
             "pruned_accuracy": acc_pruned,
             "quantized_accuracy_before_finetune": acc_q0,
             "accuracy": acc,
             "accuracy_change_pp": acc - acc_base,
-            **measure.compression_metrics(control, model, data.input_shape, stages["huffman"]),
-            **huffman_means(shared),
+            **measure.compression_metrics(control, model, data.input_shape, parts["huffman"]),
+            **huffman_means(stages),
+            **codebook_latency(model, shared),
         }
         for stage in ("pruned", "quantized"):
-            bits = measure.storage_bits(stages[stage])
+            bits = measure.storage_bits(parts[stage])
             metrics[f"storage_bits_{stage}"] = bits
             metrics[f"storage_compression_{stage}"] = measure.FP32_BITS * dense_params / bits
-        bits_desc = "/".join(f"{k}:{v}" for k, v in q["bits"][arch].items())
+        bits_desc = "/".join(f"{k}:{v}" for k, v in q.bits[arch].items())
+        weight = next(model.parameters())
         run.record(
             claim, model=arch, metrics=metrics, baseline=(arch, "baseline_accuracy"), baseline_spec={},
             differs=f"han2015's pruned model ({schedule_note(run, arch)}); weight bits {bits_desc} "
-                    f"(2^b-1 centroids + reserved zero code); relative indices conv {q['index_bits']['conv']} / "
-                    f"fc {q['index_bits']['fc']} bits; {ft['steps']} steps of centroid fine-tuning per seed; "
+                    f"(2^b-1 centroids + reserved zero code); relative indices conv {q.index_bits['conv']} / "
+                    f"fc {q.index_bits['fc']} bits; {q.finetune.steps} steps of centroid fine-tuning per seed; "
                     "baseline = han2015's dense model given the same extra steps without pruning",
+            notes=measure.latency_note("atlas_kernels.codebook_matmul on the packed cluster codes", weight),
         )
+        if i == 0:  # Sec. 6.3: the pruned fully-connected layers at batch 1, sparse against dense
+            run.record(
+                "fc-layer-speedup", model=f"{arch} fully-connected layers (pruned, weight-shared), batch 1",
+                metrics=csr_latency(model, masks),
+                differs=f"{arch}'s fully-connected layers (the paper: AlexNet / VGG-16 fc6-fc8), the pruned and "
+                        "weight-shared weights in CSR with fp32 values (the paper: the pruned model, MKL / "
+                        "cuSPARSE CSR)",
+                notes=measure.latency_note("atlas_kernels.sparse_matmul on CSR", weight),
+            )

@@ -58,11 +58,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atlas.harness import Run, measure, reproduction
+from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
 from atlas.harness.data import Dataset, Split
 from atlas.harness.run import stable_hash
-from atlas.harness.teachers import MLP_TEACHER, mlp_teacher
-from atlas.harness.training import TrainConfig
+from atlas.harness.teachers import MLP_TEACHER, MLPTeacherTraining, mlp_teacher
+
+
+class SmallData(Section):
+    fraction: float  # of the training set, drawn anew for each seed (Sec. 6: 3%)
+
+
+class Config(Profile):
+    temperature: float  # T of the soft targets (Sec. 3: 20)
+    soft_weight: float  # weight of the T²-scaled soft term; the hard-label term gets 1 - soft_weight
+    full_data_model: TrainConfig  # Sec. 6's model trained on all the data: the soft targets' source
+    small_data: SmallData
+    student: TrainConfig  # each of the two students
+    teacher: MLPTeacherTraining | None = None  # Sec. 3's 1200-1200 teacher (paper profile)
+    full_data: bool = False  # also measure Sec. 3 (full training set, the 1200-1200 teacher)
+
 
 PROFILES = {
     # ``full_data_model``: the student's architecture trained on the whole training set with hard
@@ -181,7 +195,7 @@ def compare_students(run: Run, teacher: nn.Module, data: Dataset) -> dict[str, f
     }
 
 
-@reproduction("hinton2015", profiles=PROFILES)
+@reproduction("hinton2015", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     cfg = run.config
     full_model = train_full_data_model(run)

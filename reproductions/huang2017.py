@@ -22,18 +22,27 @@ the same student on hard labels), ``nst_kd_gain_pp``, ``kd_gain_pp``, ``nst_line
 
 Harness differs: Fashion-MNIST subsampled, a short budget of optimizer steps (the same for every
 student), no augmentation; the shared conv teacher of
-:mod:`reproductions.romero2015` and a thin 3-conv :class:`~reproductions.romero2015.ConvNet` student
+:func:`atlas.harness.teachers.conv_teacher` and a thin 3-conv :class:`~atlas.harness.convnets.ConvNet` student
 instead of ResNet/Inception-BN; NST at the last stage's output (before its pool), as the paper
 transfers at the end of the last group; ``lambda = 50`` for every kernel (the paper tunes it per
 kernel and task), KD at T = 4 with soft weight 0.9. The quick profile trains the poly kernel only
 (the claims' kernel); the linear and Gaussian kernels are in the paper profile's ``kernels``.
 
 Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
-budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
-the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
-baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
-teachers are trained once per profile; a verdict that differs from the first record's comes from these
-rules, not from a change of the method.
+budgets counted in epochs and the verdict decided by the mean alone. The verdict rules have changed since (CONTRIBUTING.md, "Verdict history"): a different verdict
+comes from them, not from a change of the method.
+
+Re-examined (2026-12-04) after the quick record's "not reproduced" (NST 0.6-1.3 pp below the hard-label student). The
+loss was checked against the paper (Eq. 5, poly kernel d = 2, c = 0 over L2-normalised channels) and
+RepDistiller's and mdistiller's ``NSTLoss`` (the same MMD²; they weight it 50 without the /2 and
+apply it at several stages, here ``lambda/2 = 25`` at the last stage, as the paper): no bug was found.
+Measured on seed 100 (not the published seeds; one seed, a direction only): at the quick budget NST
+84.02 and NST + KD 84.40 against the hard-label student's 84.20; with 2x the steps for every student
+(1,200) NST 85.93 and NST + KD 85.42 against 86.68: more budget does not close the gap. KD alone
+does not help in this harness either (published quick record: -0.55 pp), and at 2x the hard-label
+student is within 1.3 pp of the shared teacher (87.94): the missing gain is taken to be the harness's
+weak teacher, not the method's (not yet shown with a stronger one). The record carries this as its
+``diagnosis``.
 """
 
 from __future__ import annotations
@@ -42,43 +51,69 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from atlas_reproductions.hinton2015 import distillation_loss, teacher_logits
+from atlas_reproductions.zagoruyko2017 import kd_loss
 from torch import nn
 
-from atlas.harness import Run, measure, reproduction
-from reproductions.hinton2015 import distillation_loss, teacher_logits
-from reproductions.romero2015 import (
-    CONV_TEACHER,
+from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
+from atlas.harness.convnets import (
     conv_student,
     forward_stages,
     stage_channels,
     teacher_stage_outputs,
     train_conv_student,
-    train_conv_teacher,
 )
-from reproductions.zagoruyko2017 import kd_loss
+from atlas.harness.teachers import CONV_TEACHER, ConvTeacherTraining, conv_teacher
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
+class StudentShape(Section):
+    chans: list[int]  # channels of the student's stages
+    per_stage: int  # conv layers per stage
+
+
+class Config(Profile):
+    conv_teacher: ConvTeacherTraining
+    student_net: StudentShape
+    student: TrainConfig  # every student's budget
+    nst_weight: float  # lambda of Eq. 5 (the term is lambda/2 * MMD²; 50 for the polynomial kernel)
+    temperature: float  # KD's temperature when NST is combined with KD
+    alpha: float  # KD's weight on the soft term
+    kernels: list[str]  # MMD kernels measured: poly, linear, gaussian
+
+
+#: Why the atlas does not take its "not reproduced" as the paper's; shown beside the verdict.
+DIAGNOSIS = (
+    "MMD² with the poly kernel (d = 2, c = 0) over L2-normalised channels matches the paper and "
+    "RepDistiller's and mdistiller's NSTLoss. On seed 100 (not the published seeds; one seed) NST scores "
+    "84.02 and NST + KD 84.40 against the hard-label student's 84.20 at the quick budget; with 2x the "
+    "steps for every student, 85.93 and 85.42 against 86.68, so more budget does not close the gap. KD "
+    "alone does not help here either, and the hard-label student at 2x is within 1.3 pp of the shared "
+    "teacher (87.94): the atlas takes the missing gain to be the harness's weak teacher, not the method's."
+)
+
+
+def _sgd(steps: int, batch_size: int, lr: float = 0.05, **extra: float | str) -> dict:
+    return {"steps": steps, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4, **extra}
+
+
 PROFILES = {
     "smoke": {
-        **CONV_TEACHER["smoke"], "seeds": 1, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
-        "weight_decay": 5e-4, "student_net": {"chans": [4, 8, 16], "per_stage": 1},
-        "student": {"steps": 11}, "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
+        **CONV_TEACHER["smoke"], "seeds": 1, "student_net": {"chans": [4, 8, 16], "per_stage": 1},
+        "student": _sgd(11, 128), "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
         "kernels": ["poly", "linear", "gaussian"],
     },
     "quick": {
         # The checked claims need the poly kernel (NST and NST + KD); the linear and Gaussian kernels
         # are left to the paper profile to give the students a budget they converge on.
-        **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 64, "optimizer": "sgd",
-        "weight_decay": 5e-4, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
-        "student": {"steps": 600}, "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
+        **CONV_TEACHER["quick"], "seeds": 3, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
+        "student": _sgd(600, 64), "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
         "kernels": ["poly"],
     },
     "paper": {
-        **CONV_TEACHER["paper"], "seeds": 3, "lr": 0.1, "batch_size": 128, "optimizer": "sgd",
-        "weight_decay": 5e-4, "student_net": {"chans": [64, 128, 256], "per_stage": 1},
-        "student": {"steps": 78125, "schedule": "step"}, "nst_weight": 50.0, "temperature": 4.0, "alpha": 0.9,
-        "kernels": ["poly", "linear", "gaussian"],
+        **CONV_TEACHER["paper"], "seeds": 3, "student_net": {"chans": [64, 128, 256], "per_stage": 1},
+        "student": _sgd(78125, 128, lr=0.1, schedule="step"), "nst_weight": 50.0, "temperature": 4.0,
+        "alpha": 0.9, "kernels": ["poly", "linear", "gaussian"],
     },
 }
 
@@ -134,11 +169,11 @@ def nst_loss(run: Run, teacher_maps: torch.Tensor, kernel: str, teacher_out: tor
     return loss
 
 
-@reproduction("huang2017", profiles=PROFILES)
+@reproduction("huang2017", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     data = run.dataset()
     net = run.config["student_net"]
-    teacher = train_conv_teacher(run)
+    teacher = conv_teacher(run)
     logits = teacher_logits(run, teacher)
     maps = teacher_last_stage(run, teacher)
 
@@ -169,4 +204,8 @@ def reproduce(run: Run) -> None:
         differs=(f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), "
                  f"{run.config['student']['steps']} student steps, no augmentation; VGG-style conv nets "
                  "instead of ResNet/Inception-BN; NST at the last stage, lambda = 50"),
+        diagnosis=DIAGNOSIS,
+        # The gain is over the hard-label student: the model whose convergence the verdict checks.
+        baseline=("staged-conv", "student_accuracy"),
+        baseline_spec={"chans": list(net["chans"]), "per_stage": net["per_stage"]},
     )

@@ -32,212 +32,108 @@ Recorded metrics besides the standard ones: ``kd_accuracy`` (KD-only student), `
 minus hard labels), ``fitnet_over_kd_pp`` (FitNet minus KD), ``hint_loss`` (final stage-1 loss per
 element).
 
-Shared with the later feature-based distillation papers (imported from here): the cached
-convolutional teacher :func:`train_conv_teacher` with its profile settings :data:`CONV_TEACHER`, the
-thin student family :class:`ConvNet`, :func:`forward_stages` (logits and every stage's feature map),
-:func:`train_conv_student`, :func:`remaining_steps` (a two-stage student's second-stage budget),
-:func:`teacher_stage_outputs` (the teacher's feature maps for the training set, computed once) and
-:func:`kd_loss_annealed`.
+The convolutional teacher (:func:`atlas.harness.teachers.conv_teacher`), the thin student
+(:class:`atlas.harness.convnets.ConvNet`) and the stage feature maps are the harness's, shared with
+the later feature-based papers; this file holds FitNets' method: the hint regressor, the two stages
+and :func:`kd_loss_annealed`.
 
 Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "partly", with ``mnist-
-fitnet`` passing on a mean of 0.71 pp whose spread (1.54) was larger than the mean. A check now is
-decided on the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or
-when the baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and
-shared teachers are trained once per profile; a verdict that differs from the first record's comes from
-these rules, not from a change of the method.
+fitnet`` passing on a mean of 0.71 pp whose spread (1.54) was larger than the mean. The verdict rules have changed since (CONTRIBUTING.md, "Verdict history"): a different verdict
+comes from them, not from a change of the method.
+
+Re-examined (2026-12-04) after the quick record's "not reproduced" (the FitNet below the hard-label student). The method
+was checked against the paper (Sec. 2.2-2.3: an L2 hint loss through a convolutional regressor with
+the hint's non-linearity, training of the layers up to the guided one, then KD of the whole student
+with lambda annealed 4 -> 1 and no tau² factor): it follows it; released re-implementations
+(RepDistiller, mdistiller) instead train the hint jointly with CE (weight 100), which this file does
+not adopt. Measured on seed 100 (not the published seeds; one seed, a direction only): the quick
+profile's split of the 320-step budget (90 hint + 230 KD steps) leaves the FitNet 5.9 pp below the
+hard-label student (77.54 vs 83.39); giving stage 2 the full 320 steps, and the hard-label student the
+same 410 steps in all, narrows it to 2.6 pp (81.39 vs 84.02). Half the gap is thus the budget split of
+a budget far from convergence; the rest is taken to be the harness's weak shared teacher (87.94, equalled
+by a 3-conv student given 4x the steps in zagoruyko2017's experiment), not the method. The record
+carries this as its ``diagnosis``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from atlas_reproductions.hinton2015 import distillation_loss, teacher_logits
 from torch import nn
 
-from atlas.harness import Run, measure, reproduction
-from reproductions.hinton2015 import distillation_loss, teacher_logits
+from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
+from atlas.harness.convnets import (
+    conv_student,
+    forward_stages,
+    layers_upto,
+    remaining_steps,
+    stage_channels,
+    teacher_stage_outputs,
+    train_conv_student,
+)
+from atlas.harness.teachers import CONV_TEACHER, ConvTeacherTraining, conv_teacher
 
-#: What determines the shared convolutional teacher and its data: every paper that uses it spreads
-#: this into its profile, so the teacher is trained once per profile and seed and then read from the
-#: cache. The teacher's training section states every TrainConfig field, so that a paper's own
-#: top-level settings cannot change it.
-CONV_TEACHER: dict[str, dict] = {
-    "smoke": {
-        "dataset": "digits", "train_limit": None, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 0.125, "steps": 22, "lr": 0.05, "batch_size": 128,
-                         "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
-    },
-    "quick": {
-        "dataset": "fashion-mnist", "train_limit": 6000, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 0.1875, "steps": 562, "lr": 0.05, "batch_size": 128,
-                         "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
-    },
-    "paper": {
-        # CIFAR-10 with the full-width VGG-style teacher (the paper's teacher is a 9M maxout network).
-        "dataset": "cifar10", "train_limit": None, "test_limit": None,
-        "conv_teacher": {"arch": "vgg-small", "width": 1.0, "steps": 62500, "lr": 0.1, "batch_size": 128,
-                         "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"},
-    },
-}
+
+class FitNetShape(Section):
+    chans: list[int]  # channels of the student's stages (thin: fewer than the teacher's)
+    per_stage: int  # conv layers per stage (deep: more than the teacher's two)
+    hint_stage: int  # the teacher's stage whose output is the hint
+    guided_stage: int  # the student's stage whose output is the guided layer
+
+
+class Config(Profile):
+    conv_teacher: ConvTeacherTraining
+    fitnet: FitNetShape
+    hint: TrainConfig  # stage 1: the hint-based training of the layers up to the guided one
+    student: TrainConfig  # every student's whole budget; the FitNet's stage 2 gets what stage 1 left
+    temperature: float  # tau of the KD term
+    lambda_start: float  # lambda of the KD term, annealed linearly ...
+    lambda_end: float  # ... to this value over the stage
+
+
+#: Why the atlas does not take its "not reproduced" as the paper's; shown beside the verdict.
+DIAGNOSIS = (
+    "The two stages follow the paper (L2 hint loss through a conv regressor with ReLU, then KD with lambda "
+    "annealed 4 -> 1); RepDistiller and mdistiller train the hint jointly with CE instead. On seed 100 (not "
+    "the published seeds; one seed) the quick profile's 90 hint + 230 KD steps leave the FitNet 5.9 pp "
+    "below the hard-label student (77.54 vs 83.39); with the full 320 KD steps after the hints, and 410 "
+    "steps for the hard-label student, the gap narrows to 2.6 pp (81.39 vs 84.02). The atlas takes the "
+    "gap to be the harness's short budget and weak shared teacher (87.94, matched by a small student "
+    "given 4x the steps), not evidence against the method."
+)
+
+
+def _sgd(steps: int, batch_size: int, **extra: float | str) -> dict:
+    return {"steps": steps, "lr": 0.05, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4,
+            **extra}
+
 
 PROFILES = {
     "smoke": {
-        **CONV_TEACHER["smoke"], "seeds": 1, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
-        "weight_decay": 5e-4,
+        **CONV_TEACHER["smoke"], "seeds": 1,
         "fitnet": {"chans": [4, 8, 16], "per_stage": 2, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"steps": 4}, "student": {"steps": 11},
+        "hint": _sgd(4, 128), "student": _sgd(11, 128),
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "quick": {
         # Every student gets ``student.steps`` optimizer steps; the FitNet spends ``hint.steps`` of them
         # on stage 1 and the rest on stage 2 (same budget and data as the hard-label and KD students).
-        **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 64, "optimizer": "sgd",
-        "weight_decay": 5e-4,
+        **CONV_TEACHER["quick"], "seeds": 3,
         "fitnet": {"chans": [6, 12, 24], "per_stage": 3, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"steps": 90}, "student": {"steps": 320},
+        "hint": _sgd(90, 64), "student": _sgd(320, 64),
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "paper": {
         # Sec. 4.1 (CIFAR-10): FitNet 4 has 19 layers (17 conv + maxout); here a 3x5 conv-BN-ReLU net.
-        **CONV_TEACHER["paper"], "seeds": 3, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
-        "weight_decay": 5e-4,
+        **CONV_TEACHER["paper"], "seeds": 3,
         "fitnet": {"chans": [32, 64, 128], "per_stage": 5, "hint_stage": 1, "guided_stage": 1},
-        "hint": {"steps": 23438}, "student": {"steps": 85938},
+        "hint": _sgd(23438, 128), "student": _sgd(85938, 128),
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
 }
-
-
-# --------------------------------------------------------------------------------- the networks
-class ConvNet(nn.Module):
-    """A plain conv net in stages: each stage is ``per_stage`` 3x3 conv-BN-ReLU layers of ``chans[i]``
-    channels, then a 2x2 max pool; global average pooling and a linear classifier. Thin (few
-    channels) and deep (many layers per stage) it is a FitNet; with one layer per stage, the shallow
-    student of the attention-transfer papers. Same layout as the harness's ``vgg-small`` (a
-    ``features`` sequence and a ``classifier``), so :func:`forward_stages` reads both."""
-
-    def __init__(self, input_shape: Sequence[int], num_classes: int, chans: Sequence[int] = (8, 16, 32),
-                 per_stage: int = 3) -> None:
-        super().__init__()
-        c = input_shape[0]
-        layers: list[nn.Module] = []
-        for out in chans:
-            for _ in range(per_stage):
-                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
-                c = out
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-def conv_student(run: Run, chans: Sequence[int], per_stage: int) -> ConvNet:
-    """A fresh :class:`ConvNet` for the run's data set."""
-    data = run.dataset()
-    return ConvNet(data.input_shape, data.num_classes, chans=chans, per_stage=per_stage).to(run.device)
-
-
-def forward_stages(model: nn.Module, x: torch.Tensor, upto: int | None = None
-                   ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-    """Run a staged conv net (``model.features`` then ``model.classifier``) and return its logits and
-    each stage's output feature map, taken after the stage's last ReLU and before its pool (the
-    "group outputs" the feature-based papers match). With ``upto = i`` it stops after stage ``i``
-    and returns no logits (the student's lower layers in FitNets' stage 1)."""
-    stages: list[torch.Tensor] = []
-    for layer in model.features:
-        if isinstance(layer, nn.MaxPool2d):
-            stages.append(x)
-            if upto is not None and len(stages) > upto:
-                return None, stages
-        x = layer(x)
-    return model.classifier(x), stages
-
-
-def stage_channels(model: nn.Module) -> list[int]:
-    """Channels of each stage's output feature map."""
-    chans, c = [], None
-    for layer in model.features:
-        if isinstance(layer, nn.Conv2d):
-            c = layer.out_channels
-        elif isinstance(layer, nn.MaxPool2d):
-            chans.append(c)
-    return chans
-
-
-def layers_upto(model: nn.Module, stage: int) -> list[nn.Parameter]:
-    """Parameters of the layers up to and including stage ``stage`` (the guided layer's stage)."""
-    params: list[nn.Parameter] = []
-    seen = 0
-    for layer in model.features:
-        if isinstance(layer, nn.MaxPool2d):
-            seen += 1
-            if seen > stage:
-                break
-        params.extend(layer.parameters())
-    return params
-
-
-# ------------------------------------------------------------------------------------ the teacher
-def train_conv_teacher(run: Run) -> nn.Module:
-    """The shared convolutional teacher (the harness's ``vgg-small`` at the profile's width), trained
-    once per profile and data set (from seed 0, whatever the student's seed) and then reused from the
-    cache by every feature-based distillation paper."""
-    spec = dict(run.config["conv_teacher"])
-    arch, width = spec.pop("arch"), spec.pop("width")
-    cfg = run.train_config(None, **spec)
-    data = run.dataset()
-    return run.cached_model(
-        f"conv-teacher-{arch}", {"train": vars(cfg), "width": width},
-        build=lambda: run.model(arch, width=width),
-        fit=lambda m: run.train(m, data.train, cfg, desc="conv teacher"),
-        per_seed=False,
-    )
-
-
-@torch.no_grad()
-def teacher_stages(teacher: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The (frozen, eval-mode) teacher's stage feature maps on a batch."""
-    teacher.eval()
-    return forward_stages(teacher, x)[1]
-
-
-@torch.no_grad()
-def teacher_stage_outputs(run: Run, teacher: nn.Module, stages: Sequence[int]) -> dict[int, torch.Tensor]:
-    """The frozen teacher's feature maps at ``stages`` for every training example, computed once (the
-    training data are not augmented, so they do not change): a loss looks them up by the batch's
-    example indices instead of running the teacher at every step."""
-    x = run.dataset().train.x
-    out: dict[int, list[torch.Tensor]] = {i: [] for i in stages}
-    for start in range(0, len(x), 1000):
-        maps = teacher_stages(teacher, x[start:start + 1000].to(run.device))
-        for i in stages:
-            out[i].append(maps[i])
-    return {i: torch.cat(m) for i, m in out.items()}
-
-
-# ----------------------------------------------------------------------------- student training
-def train_conv_student(run: Run, student: nn.Module, desc: str,
-                       loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-                       | None = None, section: str = "student", steps: int | None = None, **hooks) -> nn.Module:
-    """Train a student on the full training set with the profile's ``student`` schedule (``steps``
-    optimizer steps if given: the second stage of a two-stage method); without ``loss_fn``, on the
-    hard labels (cross-entropy)."""
-    if loss_fn is not None:
-        hooks["loss_fn"] = loss_fn
-    cfg = run.train_config(section, **({} if steps is None else {"steps": steps}))
-    return run.train(student, run.dataset().train, cfg, desc=desc, **hooks)
-
-
-def remaining_steps(run: Run, first_stage: str) -> int:
-    """The steps left of the ``student`` budget after a first stage of ``first_stage`` steps: a
-    two-stage student gets the same number of optimizer steps in all as the one-stage students."""
-    total, first = run.config["student"]["steps"], run.config[first_stage]["steps"]
-    if first >= total:
-        raise ValueError(f"'{first_stage}' steps ({first}) must be fewer than the student's ({total})")
-    return total - first
 
 
 def kd_loss_annealed(run: Run, teacher_out: torch.Tensor, steps: int
@@ -290,11 +186,11 @@ def hint_training(run: Run, student: nn.Module, teacher: nn.Module) -> float:
     return last["loss"]
 
 
-@reproduction("romero2015", profiles=PROFILES)
+@reproduction("romero2015", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     data = run.dataset()
     spec = run.config["fitnet"]
-    teacher = train_conv_teacher(run)
+    teacher = conv_teacher(run)
     logits = teacher_logits(run, teacher)
 
     steps = run.config["student"]["steps"]
@@ -327,7 +223,11 @@ def reproduce(run: Run) -> None:
                f"{steps} steps (the FitNet {run.config['hint']['steps']} hint + {stage2} KD steps), "
                f"teacher {run.config['conv_teacher']['steps']} steps, no augmentation; teacher is a small "
                "VGG-style conv net, not maxout; hint = teacher's stage 2, guided = student's stage 2")
-    run.record("mnist-fitnet", model=model, metrics=metrics, differs=differs)
+    # The gain is over the hard-label student (the FitNet's architecture): the model whose
+    # convergence the verdict checks.
+    run.record("mnist-fitnet", model=model, metrics=metrics, differs=differs, diagnosis=DIAGNOSIS,
+               baseline=("staged-conv", "student_accuracy"),
+               baseline_spec={"chans": list(spec["chans"]), "per_stage": spec["per_stage"]})
     # This claim's baseline is the (uncompressed) teacher, a harness model.
-    run.record("cifar10-fitnet", model=model, metrics=metrics, differs=differs,
+    run.record("cifar10-fitnet", model=model, metrics=metrics, differs=differs, diagnosis=DIAGNOSIS,
                baseline=("vgg-small", "teacher_accuracy"), baseline_spec={"width": run.config["conv_teacher"]["width"]})

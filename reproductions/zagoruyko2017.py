@@ -21,9 +21,9 @@ Claim (Table 1, CIFAR-10): a WRN-16-1 student (8.77% error) improves to 8.25% wi
 AT from a WRN-40-1 teacher (KD: 8.39%), a gain of 0.52 points.
 
 Harness differs: Fashion-MNIST subsampled, a short budget of optimizer steps (the same for every
-student), no augmentation; the teacher is the shared conv teacher of :mod:`reproductions.romero2015`
+student), no augmentation; the teacher is the shared conv teacher (:func:`atlas.harness.teachers.conv_teacher`)
 (``vgg-small`` at a small width, 2 conv layers per stage), the student a
-:class:`~reproductions.romero2015.ConvNet` with the teacher's stage widths and one conv layer per
+:class:`~atlas.harness.convnets.ConvNet` with the teacher's stage widths and one conv layer per
 stage (shallower at the same width, as WRN-16-1 is to WRN-40-1: both have widening factor 1);
 attention is transferred at the three stage outputs (before pooling). The quick profile trains the
 hard-label, AT and KD students only (AT + KD and gradient AT are in the paper profile's
@@ -35,11 +35,25 @@ labels), ``gradient_at_gain_pp`` (gradient AT minus hard labels), ``kd_gain_pp``
 and the corresponding ``*_accuracy``.
 
 Verdict history: The first published record (commit 4bf7cd9, 2026-11-25) said "not reproduced", with
-budgets counted in epochs and the verdict decided by the mean alone. Since then a check is decided on
-the 95% interval over at least three seeds (inconclusive when it straddles the threshold, or when the
-baseline is more than 1 pp below its reference accuracy), budgets are optimizer steps, and shared
-teachers are trained once per profile; a verdict that differs from the first record's comes from these
-rules, not from a change of the method.
+budgets counted in epochs and the verdict decided by the mean alone. The verdict rules have changed since (CONTRIBUTING.md, "Verdict history"): a different verdict
+comes from them, not from a change of the method.
+
+
+Re-examined (2026-12-04) after the quick record's "not reproduced" (AT 2-3 pp *below* the hard-label student). The loss
+was checked against the authors' ``utils.py`` (``at``: ``F.normalize(x.pow(2).mean(1).view(B, -1))``,
+``at_loss``: ``(at(x) - at(y)).pow(2).mean()``, summed over the group outputs with ``beta/2``,
+``beta = 1e3``) and against RepDistiller's, mdistiller's and torchdistill's ``mode='code'``: it is the
+same (tested in ``tests/test_repro_zagoruyko2017.py``); no bug was found. Measured on seeds 100-101
+(not the published seeds), quick profile otherwise: at the quick budget (450 steps, ~5 epochs)
+AT trails the hard-label student by 2.6 pp (seed 100: 81.96 vs 84.60); with 4x the steps for *both*
+students (1,800) it still trails, by 1.1 pp (86.74 vs 87.88); transferring at stages 2-3 only (not the
+one-conv first stage) did not help (-3.3 pp on seeds 100 and 101); ``beta = 100`` instead of the
+paper's 1e3 removes the loss but gives no gain (-0.10, -0.23 pp). At 4x the hard-label student
+(87.88) equals the shared teacher (87.94, ``vgg-small`` x0.1875): the teacher has nothing left to
+transfer. The gap is therefore taken to be the harness's (a teacher barely better than its student,
+and a budget of a few epochs), not evidence against the method; closing it needs a stronger shared
+teacher (:mod:`atlas.harness.teachers`), which is outside this file. The record carries this as its
+``diagnosis``.
 """
 
 from __future__ import annotations
@@ -48,48 +62,73 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from atlas_reproductions.hinton2015 import distillation_loss, teacher_logits
 from torch import nn
 
-from atlas.harness import Run, measure, reproduction
-from reproductions.hinton2015 import distillation_loss, teacher_logits
-from reproductions.romero2015 import (
-    CONV_TEACHER,
-    conv_student,
-    forward_stages,
-    train_conv_student,
-    train_conv_teacher,
-)
+from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
+from atlas.harness.convnets import conv_student, forward_stages, train_conv_student
+from atlas.harness.teachers import CONV_TEACHER, ConvTeacherTraining, conv_teacher
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: The students besides the hard-label one: activation AT, KD, AT + KD, gradient AT.
 ALL_VARIANTS = ["at", "kd", "at_kd", "grad_at"]
 
+class StudentShape(Section):
+    chans: list[int]  # channels of the student's stages
+    per_stage: int  # conv layers per stage
+
+
+class Config(Profile):
+    conv_teacher: ConvTeacherTraining
+    student_net: StudentShape
+    student: TrainConfig  # every student's budget
+    variants: list[str]  # of at, kd, at_kd, grad_at
+    beta: float  # beta of the activation-based AT term beta/2 * sum_j at_loss_j (1e3, the authors' code)
+    beta_grad: float  # beta_g of gradient-based AT (the term is beta_g/2 * ||J_S - J_T||)
+    temperature: float  # KD's temperature (AT + KD)
+    alpha: float  # KD's weight on the soft term
+
+
+#: Why the atlas does not take its "not reproduced" as the paper's; shown beside the verdict.
+DIAGNOSIS = (
+    "The AT loss matches the authors' code (normalised channel mean of A², mean squared difference, "
+    "beta/2 with beta = 1000, at the group outputs) and RepDistiller's, mdistiller's and torchdistill's. "
+    "On seeds 100-101 (not the published seeds) AT trails the hard-label student by 2.6 pp at the quick "
+    "budget (seed 100: 81.96 vs 84.60) and still by 1.1 pp with 4x the steps for both students (86.74 vs "
+    "87.88); AT at stages 2-3 only did not help (-3.3 pp), and beta = 100 removes the loss without a gain "
+    "(-0.10, -0.23 pp). With 4x the steps the hard-label student equals the shared teacher (87.88 vs 87.94), "
+    "so the teacher has little to transfer: the atlas takes the gap to be the harness's weak teacher and "
+    "short budget, not evidence against the method."
+)
+
+
+def _sgd(steps: int, batch_size: int, lr: float = 0.05, **extra: float | str) -> dict:
+    return {"steps": steps, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4, **extra}
+
+
 PROFILES = {
     # The student has the teacher's stage widths (the vgg-small channels at the teacher's width) and
     # one conv layer per stage against the teacher's two: shallower at the same width, as WRN-16-1 is
     # to WRN-40-1.
     "smoke": {
-        **CONV_TEACHER["smoke"], "seeds": 1, "lr": 0.05, "batch_size": 128, "optimizer": "sgd",
-        "weight_decay": 5e-4, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
-        "student": {"steps": 11}, "variants": ALL_VARIANTS,
+        **CONV_TEACHER["smoke"], "seeds": 1, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
+        "student": _sgd(11, 128), "variants": ALL_VARIANTS,
         "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
     },
     "quick": {
         # The checked claim needs the hard-label and the AT student; KD is kept for comparison. AT + KD
         # and gradient AT (double back-propagation, ~3x a step) are left to the paper profile to give
         # the students a budget they converge on.
-        **CONV_TEACHER["quick"], "seeds": 3, "lr": 0.05, "batch_size": 64, "optimizer": "sgd",
-        "weight_decay": 5e-4, "student_net": {"chans": [12, 24, 48], "per_stage": 1},
-        "student": {"steps": 450}, "variants": ["at", "kd"],
+        **CONV_TEACHER["quick"], "seeds": 3, "student_net": {"chans": [12, 24, 48], "per_stage": 1},
+        "student": _sgd(450, 64), "variants": ["at", "kd"],
         "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
     },
     "paper": {
         # Sec. 4.1: WRN-16-1 from WRN-40-1 on CIFAR-10, 200 epochs; here a 3-conv student of the
         # full-width VGG-style teacher.
-        **CONV_TEACHER["paper"], "seeds": 3, "lr": 0.1, "batch_size": 128, "optimizer": "sgd",
-        "weight_decay": 5e-4, "student_net": {"chans": [64, 128, 256], "per_stage": 1},
-        "student": {"steps": 78125, "schedule": "step"}, "variants": ALL_VARIANTS,
+        **CONV_TEACHER["paper"], "seeds": 3, "student_net": {"chans": [64, 128, 256], "per_stage": 1},
+        "student": _sgd(78125, 128, lr=0.1, schedule="step"), "variants": ALL_VARIANTS,
         "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
     },
 }
@@ -172,11 +211,11 @@ def kd_loss(run: Run, teacher_out: torch.Tensor) -> LossFn:
     return loss
 
 
-@reproduction("zagoruyko2017", profiles=PROFILES)
+@reproduction("zagoruyko2017", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     data = run.dataset()
     net = run.config["student_net"]
-    teacher = train_conv_teacher(run)
+    teacher = conv_teacher(run)
     logits = teacher_logits(run, teacher)
     maps = teacher_attention(run, teacher)
     variants = run.config["variants"]
@@ -216,4 +255,8 @@ def reproduce(run: Run) -> None:
         differs=(f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), "
                  f"{run.config['student']['steps']} student steps, no augmentation; VGG-style conv nets "
                  "instead of wide ResNets; AT at the 3 stage outputs"),
+        diagnosis=DIAGNOSIS,
+        # The gain is over the hard-label student: the model whose convergence the verdict checks.
+        baseline=("staged-conv", "student_accuracy"),
+        baseline_spec={"chans": list(net["chans"]), "per_stage": net["per_stage"]},
     )

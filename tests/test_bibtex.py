@@ -12,7 +12,7 @@ import bibtexparser
 import pytest
 
 import atlas
-from atlas.bibtex import entry_for, latex_unescape, protect_title, read_bib, to_bibtex
+from atlas.bibtex import Person, entry_for, latex_unescape, protect_title, read_bib, split_names, to_bibtex
 from atlas.catalogue import load_catalogue
 from atlas.cli import main
 from atlas.errors import CatalogueError
@@ -202,6 +202,11 @@ def test_read_bib_good(tmp_path: Path) -> None:
             2,
             "looks like an entry but does not parse",
         ),
+        (
+            "@article{a, title={x}, year=2015,\n  author={Han, Song and Pool, Jeff, Jr, X}}\n",
+            1,
+            "entry 'a', field 'author': cannot split the name 'Pool, Jeff, Jr, X': too many commas",
+        ),
     ],
 )
 def test_read_bib_malformed(tmp_path: Path, text: str, line: int, words: str) -> None:
@@ -211,6 +216,43 @@ def test_read_bib_malformed(tmp_path: Path, text: str, line: int, words: str) ->
         read_bib(path)
     assert f"bad.bib:{line}: " in str(info.value)
     assert words in str(info.value)
+
+
+def test_split_names_follows_bibtex() -> None:
+    """Both BibTeX name forms give the same person; von particles belong to the surname; braces
+    group; LaTeX accents are decoded after splitting."""
+    maaten = Person(first="Laurens", von="van der", last="Maaten", jr="")
+    assert split_names("van der Maaten, Laurens") == split_names("Laurens van der Maaten") == [maaten]
+    assert maaten.surname == "van der Maaten" and maaten.full == "Laurens van der Maaten"
+    zola = split_names(r"{\'E}mile Zola and Zola, {\'E}mile and Emile {\'{Z}}ola")
+    assert [p.full for p in zola] == ["Émile Zola", "Émile Zola", "Emile Źola"]
+    assert [p.surname for p in split_names(r"Ludwig van Beethoven and Yann {Le Cun} and {Google Brain}")] == [
+        "van Beethoven", "Le Cun", "Google Brain"]
+    smith = split_names("Smith, Jr., John and others")
+    assert smith == [Person(first="John", von="", last="Smith", jr="Jr.")] and smith[0].full == "John Smith, Jr."
+    assert split_names("Han, Song and\n   Pool, Jeff") == [Person("Song", "", "Han", ""), Person("Jeff", "", "Pool", "")]
+
+
+def test_import_bib_name_forms_give_one_key(
+    catalogue_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """"van der Maaten, Laurens" and "Laurens van der Maaten" are one surname: the second paper of
+    the same year takes the suffix b; "{\\'E}mile Zola" is keyed by its ASCII surname."""
+    bib = tmp_path / "names.bib"
+    bib.write_text(
+        "@article{m1, title={One}, author={van der Maaten, Laurens and Hinton, Geoffrey}, journal={J}, year={2008}}\n"
+        "@article{m2, title={Two}, author={Laurens van der Maaten}, journal={J}, year={2008}}\n"
+        "@article{z1, title={Three}, author={{\\'E}mile Zola and Ren{\\'e} Magritte}, journal={J}, year={2016}}\n"
+        "@article{z2, title={Four}, author={{\\'{S}}lusarz, {\\'E}mile}, journal={J}, year={2016}}\n"
+    )
+    assert main(["import-bib", str(bib), "--category", "pruning"]) == 0
+    assert "added 4 papers" in capsys.readouterr().out
+    catalogue = load_catalogue(catalogue_copy)
+    assert catalogue.keys()[-4:] == ["vandermaaten2008", "vandermaaten2008b", "zola2016", "slusarz2016"]
+    assert catalogue.get("vandermaaten2008").authors == ("Laurens van der Maaten", "Geoffrey Hinton")
+    assert catalogue.get("vandermaaten2008b").authors == ("Laurens van der Maaten",)
+    assert catalogue.get("zola2016").authors == ("Émile Zola", "René Magritte")
+    assert catalogue.get("slusarz2016").authors == ("Émile Ślusarz",)
 
 
 def test_read_bib_empty_and_missing(tmp_path: Path) -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 import pytest
 
+import atlas
 from atlas.catalogue import Check, load_catalogue, parse_catalogue
 from atlas.cli import main
 from atlas.errors import CatalogueError, UnknownKeyError
+from atlas.schema import SCHEMA_FILE, json_schema, json_schema_text
+from atlas.schema import main as schema_main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = FIXTURES / "papers_small.yaml"
+PAPERS = atlas.ROOT / "papers.yaml"
 
 GOOD = """\
 - key: han2015
@@ -94,8 +99,15 @@ def test_good_text_loads() -> None:
         ('arxiv: "1506.02626"', 'arxiv: "arXiv:1506.02626"', "han2015", "arxiv", "arxiv:", "not an arXiv id"),
         ("doi: null", 'doi: "https://doi.org/10.1/x"', "han2015", "doi", "doi:", "is not a DOI"),
         ("doi: null", 'doi: "11.1234/abc"', "han2015", "doi", "doi:", "is not a DOI"),
-        ("key: han2015", "key: Han2015", "Han2015", "key", "key: Han2015", "is not a key"),
-        ("key: han2015", "key: han15", "han15", "key", "key: han15", "is not a key"),
+        (
+            "key: han2015",
+            "key: Han2015",
+            "Han2015",
+            "key",
+            "key: Han2015",
+            "'Han2015' is not a paper key (surname + year + optional suffix: ^[a-z]+[0-9]{4}[a-z]?$)",
+        ),
+        ("key: han2015", "key: han15", "han15", "key", "key: han15", "'han15' is not a paper key"),
         (
             "key: han2015",
             "key: han2016",
@@ -110,7 +122,7 @@ def test_good_text_loads() -> None:
             "han2015",
             "year",
             'year: "2015"',
-            "expected an integer year",
+            "expected an integer, got a string (remove the quotes)",
         ),
         ("  year: 2015\n  venue:\n", "  year: 1850\n  venue:\n", "han2015", "year", "year: 1850", "outside"),
         (
@@ -119,7 +131,7 @@ def test_good_text_loads() -> None:
             "han2015",
             "categories",
             "categories:",
-            "'sparsity' is not a category",
+            "'sparsity' is not one of: survey, distillation, pruning,",
         ),
         ("categories: [pruning]", "categories: []", "han2015", "categories", "categories:", "at least one"),
         (
@@ -172,7 +184,8 @@ def test_good_text_loads() -> None:
             "at least one author",
         ),
         ("  doi: null\n", "  doi: null\n  pages: 1135-1143\n", "han2015", "pages", "pages:", "unknown field"),
-        ("    cite: 206", "    cite: many", "han2015", "survey.cite", "cite: many", "non-negative integer"),
+        ("    cite: 206", "    cite: many", "han2015", "survey.cite", "cite: many",
+         "expected an integer, got a string"),
         (
             "    class: Pruning",
             "    class: Pruners",
@@ -345,8 +358,8 @@ def test_shared_arxiv_id_or_doi_is_refused_unless_linked() -> None:
         ("  same_work_as: [han2015, lecun1990]\n", "'lecun1990' is not a paper of the catalogue"),
         ("  same_work_as: [han2015b]\n", "a paper cannot be the same work as itself"),
         ("  same_work_as: [Han-2015]\n", "'Han-2015' is not a paper key"),
-        ("  same_work_as: han2015\n", "expected a non-empty list of paper keys, got a string"),
-        ("  same_work_as: []\n", "expected a non-empty list of paper keys, got a list"),
+        ("  same_work_as: han2015\n", "expected a list, got a string"),
+        ("  same_work_as: []\n", "must name at least one paper key (or leave the field out)"),
     ],
 )
 def test_same_work_as_must_name_papers_that_link_back(extra: str, words: str) -> None:
@@ -376,7 +389,7 @@ def test_many_errors_are_reported_together() -> None:
     text = GOOD.replace('"1506.02626"', '"15.06"').replace("categories: [distillation]", "categories: [kd]")
     message = problem(text)
     assert message.startswith("papers.yaml: 2 problems")
-    assert "field 'arxiv'" in message and "'kd' is not a category" in message
+    assert "field 'arxiv'" in message and "'kd' is not one of: survey," in message
 
 
 def test_file_name_and_line_in_loaded_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -465,3 +478,184 @@ def test_check_semantics() -> None:
     assert eq.passes(2) and not eq.passes(2.5) and not eq.passes(1.5)
     neg = Check("accuracy_change_pp", -0.5, "higher", None, 0.5)
     assert neg.tolerance() == pytest.approx(0.25) and neg.passes(-0.75) and not neg.passes(-0.8)
+
+
+def test_check_by_keywords_as_in_the_file() -> None:
+    check = Check(quantity="param_compression", target=12, direction="higher", tolerance={"rel": 0.25})
+    assert check == Check("param_compression", 12.0, "higher", None, 0.25)
+    assert (check.tol_abs, check.tol_rel, check.tolerance()) == (None, 0.25, 3.0)
+
+
+@pytest.mark.parametrize("field", ["claims", "listed_in", "same_work_as"])
+def test_null_list_means_no_items(field: str) -> None:
+    text = GOOD.replace("  categories: [distillation]\n", f"  categories: [distillation]\n  {field}: null\n")
+    assert getattr(parse_catalogue(text, Path("papers.yaml")).get("hinton2015"), field) == ()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "words"),
+    [
+        (
+            "          tolerance: {rel: 0.25}",
+            "          tolerance: {rel: 0.25, pct: 25}",
+            "claims[lenet-300-100].checks[0].tolerance.pct",
+            "unknown field (allowed: abs, rel)",
+        ),
+        (
+            "          tolerance: {rel: 0.25}",
+            "          tolerance: {rel: -0.25}",
+            "claims[lenet-300-100].checks[0].tolerance.rel",
+            "must be at least 0, got -0.25",
+        ),
+        ("    type: conference", "    type: 3", "venue.type", "expected one of: conference, journal,"),
+        ("    type: conference", "    type: [a]", "venue.type", "got a list"),
+        ("      ratio: 12.0", "      ratio: 12.0\n      sparsity: 92", "claims[lenet-300-100].sparsity",
+         "must be at most 1, got 92"),
+        ("      ratio: 12.0", "      ratio: .inf", "claims[lenet-300-100].ratio", "expected a finite number"),
+        ("      ratio: 12.0", '      ratio: "12"', "claims[lenet-300-100].ratio",
+         "expected a number, got a string (remove the quotes)"),
+        (
+            "  venue:\n    name:",
+            "  venue: NIPS\n  x:\n    name:",
+            "venue",
+            "expected a mapping with name, short, type, got a string",
+        ),
+        ("    cite: 206", "    cite: -1", "survey.cite", "must be at least 0, got -1"),
+        ("    ref: 11", "    ref: 0", "survey.ref", "must be more than 0, got 0"),
+        ("listed_in: [list, annotated]", "listed_in: [list, list]", "listed_in", "'list' is listed twice"),
+        ("categories: [pruning]", "categories: [pruning, pruning]", "categories", "'pruning' is listed twice"),
+        ('  arxiv: "1506.02626"', '  arxiv: "1506.02626"\n  kind_note: "a\\nb"', "kind_note", "must be one line"),
+        ("  title: \"Learning", "  title: \"  \"\n  x: \"Learning", "title", "must not be empty"),
+        ("      source: \"Table 1\"", "      source: \"Table 1\"\n      arxiv_version: \"1506.02626\"",
+         "claims[lenet-300-100].arxiv_version", "is not a versioned arXiv id (1506.02626v3)"),
+        ("        - quantity: param_compression", "        - quantity: ParamCompression",
+         "claims[lenet-300-100].checks[0].quantity", "is not a snake_case metric name"),
+    ],
+)
+def test_more_bad_fields_are_named(old: str, new: str, field: str, words: str) -> None:
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    message = problem(text)
+    assert f"paper 'han2015', field '{field}': " in message, message
+    assert words in message, message
+
+
+#: Values of another type (or shape) put in place of each field of GOOD.
+RETYPES = ["null", "[]", "{}", "-1", "1e999", "true", "'  '", "[1, [2]]", "2015-01-01", "!!binary aGk=",
+           "{1: 2}"]
+
+
+@pytest.mark.parametrize("value", RETYPES)
+def test_every_field_of_another_type_is_told_in_our_words(value: str) -> None:
+    """Each field of GOOD in turn given ``value``: refused (or accepted) with messages that name the
+    line and the paper and are the schema's sentences, never pydantic's own."""
+    lines = GOOD.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if ": " not in line:
+            continue
+        text = "".join([*lines[:i], line.split(": ", 1)[0] + f": {value}\n", *lines[i + 1 :]])
+        try:
+            parse_catalogue(text, Path("papers.yaml"))
+        except CatalogueError as exc:
+            problems = getattr(exc, "problems", None)
+            if problems is None:  # not YAML at all (a block value where a flow one was)
+                assert re.match(r"papers\.yaml(:\d+:\d+)?: not valid YAML: ", str(exc)), str(exc)
+                continue
+            for p in problems:
+                assert p.line is not None and p.line >= 1, (line, p)
+                assert p.key is not None or "each paper must be a mapping" in p.message, (line, p)
+                assert "Input should" not in p.message and "Value error" not in p.message, (line, p)
+
+
+def test_a_recursive_alias_is_refused_not_followed() -> None:
+    message = problem("- &a {key: *a}\n")
+    assert message == "papers.yaml:1:3: not valid YAML: an alias refers to a mapping or list that contains it"
+    assert re.match(r"papers\.yaml: not valid YAML: nested too deeply", problem("[" * 5000 + "]" * 5000))
+
+
+def test_the_catalogue_is_read_back_from_its_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalogue that passed is kept in the cache folder and read back without parsing YAML, until
+    the file (or the schema's code) changes; a damaged snapshot is parsed again."""
+    import atlas.catalogue as catalogue_module
+
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "papers.yaml"
+    path.write_text(GOOD)
+    first = load_catalogue(path)
+    snapshots = list((tmp_path / "cache" / "catalogue").glob("*.json"))
+    assert len(snapshots) == 1
+    monkeypatch.setattr(catalogue_module, "_CACHE", {})
+    real_parse = catalogue_module.parse_text
+
+    def no_yaml(text: str) -> object:
+        raise AssertionError("parsed the YAML although the snapshot is current")
+
+    monkeypatch.setattr(catalogue_module, "parse_text", no_yaml)
+    again = load_catalogue(path)
+    assert again.papers == first.papers
+    assert [p.line for p in again] == [p.line for p in first] == [1, line_of(GOOD, "key: hinton2015")]
+    han = again.get("han2015")
+    assert han.survey is not None and han.survey.klass == "Pruning"
+    assert han.claim("lenet-300-100").checks[0].describe() == "param_compression >= 9.0 (12 - 25%)"
+    # a changed file is parsed (and checked) again
+    monkeypatch.setattr(catalogue_module, "parse_text", real_parse)
+    path.write_text(GOOD.replace('"1503.02531"', '"1503.2531"'))
+    with pytest.raises(CatalogueError, match="'1503.2531' is not an arXiv id"):
+        load_catalogue(path)
+    path.write_text(GOOD)
+    load_catalogue(path)
+    # a damaged snapshot is parsed again, and rewritten
+    snapshots[0].write_text('{"source": "x", "lines": [1], "papers": [{"key": 1}]}')
+    monkeypatch.setattr(catalogue_module, "_CACHE", {})
+    assert load_catalogue(path).keys() == ["han2015", "hinton2015"]
+    assert '"han2015"' in snapshots[0].read_text()
+
+
+def test_papers_schema_json_is_current() -> None:
+    """papers.schema.json (for editors) is what the models give: `python -m atlas.schema` rewrites it."""
+    if atlas.CHECKOUT is None:
+        pytest.skip("an installed package carries no papers.schema.json")
+    committed = json.loads((atlas.CHECKOUT / SCHEMA_FILE).read_text(encoding="utf-8"))
+    assert committed == json_schema(), f"{SCHEMA_FILE} is stale: run `python -m atlas.schema`"
+    assert schema_main(["--check"]) == 0
+
+
+def test_schema_command_writes_and_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(atlas, "CHECKOUT", tmp_path)
+    assert schema_main(["--check"]) == 1
+    assert "papers.schema.json is out of date: run `python -m atlas.schema`" in capsys.readouterr().err
+    assert schema_main([]) == 0
+    assert (tmp_path / SCHEMA_FILE).read_text(encoding="utf-8") == json_schema_text()
+    assert schema_main(["--check"]) == 0
+    (tmp_path / SCHEMA_FILE).write_text("{}\n")
+    assert schema_main(["--check"]) == 1
+
+
+def test_json_schema_agrees_with_the_models() -> None:
+    """The editors' schema accepts the real catalogue and refuses what the models refuse."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    if PAPERS.is_file():
+        assert list(validator.iter_errors(yaml.safe_load(PAPERS.read_text(encoding="utf-8")))) == []
+    good = yaml.safe_load(GOOD)
+    assert list(validator.iter_errors(good)) == []
+    han = good[0]
+    for bad in (
+        {**han, "pages": "1-9"},
+        {**han, "year": 1850},
+        {**han, "categories": []},
+        {**han, "categories": ["sparsity"]},
+        {**han, "arxiv": "1506.2626x"},
+        {**han, "survey": {**han["survey"], "cite": -1}},
+        {**han, "venue": {"name": "x", "short": "x"}},
+        {**han, "same_work_as": []},
+    ):
+        assert list(validator.iter_errors([bad])), bad
+        with pytest.raises(CatalogueError):
+            parse_catalogue(yaml.safe_dump([bad], sort_keys=False), Path("papers.yaml"))

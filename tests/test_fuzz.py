@@ -119,7 +119,8 @@ def damaged_json(draw: st.DrawFn, text: str) -> bytes:
 
 
 YAML_VALUES = st.sampled_from(["null", "[]", "{}", "-1", "0", "1e999", ".nan", "true", "''", "'x'", "[1, [2]]",
-                               "{a: 1}", "2015-01-01", "&a x", "*a", "!!binary aGk=", "|\n  text", "- x"])
+                               "{a: 1}", "2015-01-01", "&a x", "*a", "!!binary aGk=", "|\n  text", "- x",
+                               "{1: 2}", "[{}]", "&r [*r]", "!unknown x"])
 
 
 @st.composite

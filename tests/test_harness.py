@@ -7,12 +7,13 @@ import json
 import math
 from pathlib import Path
 
+import atlas_reproductions.hinton2015 as hinton
 import pytest
 
-import reproductions.hinton2015 as hinton
 from atlas import results
 from atlas.catalogue import Check, load_catalogue
 from atlas.cli import main
+from atlas.fsio import atomic_write
 from atlas.harness import measure, models, registry
 from atlas.harness.runner import Request, reproduce
 from atlas.reference import load_references
@@ -113,14 +114,14 @@ def test_the_step_budget_does_not_depend_on_the_training_set_size(tmp_path: Path
 
 def test_a_write_killed_half_way_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "k" / "quick.json"
-    results.write_atomic(path, '{"old": true}\n')
+    atomic_write(path, '{"old": true}\n')
 
     def die(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(results.os, "replace", die)
     with pytest.raises(OSError):
-        results.write_atomic(path, '{"new": true}\n')
+        atomic_write(path, '{"new": true}\n')
     assert path.read_text() == '{"old": true}\n'
     assert [p.name for p in path.parent.iterdir()] == ["quick.json"]
 
@@ -133,13 +134,13 @@ KILL_AT = """
 import os, pathlib, signal, sys
 from atlas.cli import main
 from atlas.harness import training
-import atlas.results
+import atlas.fsio
 
 point, results_dir = sys.argv[1], sys.argv[2]
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+replace = atlas.fsio.os.replace
 if point == "cache write":
-    replace = pathlib.Path.replace
-    pathlib.Path.replace = lambda self, target: die() if str(target).endswith(".pt") else replace(self, target)
+    atlas.fsio.os.replace = lambda tmp, target: die() if str(target).endswith(".pt") else replace(tmp, target)
 elif point == "training":
     train, calls = training.train, []
     def counted(*args, **kwargs):
@@ -147,7 +148,7 @@ elif point == "training":
         return die() if len(calls) == 2 else train(*args, **kwargs)
     training.train = counted
 elif point == "record write":
-    atlas.results.os.fsync = die
+    atlas.fsio.os.replace = lambda tmp, target: die() if str(target).endswith("smoke.json") else replace(tmp, target)
 main(["reproduce", "hinton2015", "--profile", "smoke", "--force", "--quiet", "--results-dir", results_dir])
 """
 
@@ -176,7 +177,7 @@ def test_a_run_killed_at_any_point_leaves_every_record_whole(tmp_path: Path, mon
         if point == "training":
             assert left == [], left
         else:
-            prefix = "cache/models/hinton-" if point == "cache write" else "results/hinton2015/.smoke.json."
+            prefix = "cache/models/.hinton-" if point == "cache write" else "results/hinton2015/.smoke.json."
             assert len(left) == 1 and left[0].startswith(prefix), (point, left)
         assert [p.name for p in Path(record.path).parent.iterdir() if not p.name.startswith(".")] == ["smoke.json"]
     rerun, reused = smoke(root, force=True)

@@ -147,9 +147,16 @@ def test_int8_quantizers_and_storage() -> None:
 
 # ----------------------------------------------------------------------------------------- low-bit
 
+def _ternary(w: torch.Tensor) -> torch.Tensor:
+    """Some ternary weights (the threshold is irrelevant here: the kernels only encode and compute)."""
+    return torch.sign(w) * (w.abs() > 0.5)
+
+
 LOWBIT = {
-    "twn": lambda w: ak.quantize_ternary(w, "twn"),
-    "ttq": lambda w: ak.quantize_ternary(w, "ttq"),
+    "binary": lambda w: ak.encode_binary(torch.where(w >= 0, 1.0, -1.0)),
+    "binary_scaled": lambda w: ak.encode_binary(torch.where(w >= 0, 1.0, -1.0), w.abs().mean(dim=1)),
+    "twn": lambda w: ak.encode_ternary(_ternary(w), 0.7),
+    "ttq": lambda w: ak.encode_ternary(_ternary(w), w.abs().amax(dim=1), 0.3),
     "uniform4": lambda w: ak.quantize_uniform(w, 4),
     "uniform3": lambda w: ak.quantize_uniform(w, 3),
     "dorefa2": lambda w: ak.quantize_uniform(w, 2, "dorefa"),
@@ -174,10 +181,9 @@ def test_lowbit(m: int, n: int, k: int, fmt: str, dtype: torch.dtype) -> None:
 
 def test_lowbit_formats() -> None:
     w = _randn(6, 40, seed=8)
-    t = ak.quantize_ternary(w)
+    t = ak.encode_ternary(_ternary(w), 0.25)
     assert set(t.codes().unique().tolist()) <= {0, 1, 2}
-    deq = t.dequantize()
-    assert torch.allclose(deq.abs().amax(dim=1), t.scale) or (deq == 0).any()
+    assert torch.equal(t.dequantize(), 0.25 * _ternary(w))
     p = ak.quantize_pow2(w, 5)
     mags = p.dequantize().abs()
     nz = mags[mags > 0]
@@ -186,18 +192,31 @@ def test_lowbit_formats() -> None:
     u = ak.quantize_uniform(w, 3)
     assert u.packed.shape == (6, 4)  # 10 three-bit codes per word
     assert u.storage_bytes() == 4 * 6 * 4 + 2 * 4 * 6
-    assert ak.quantize_ternary(w, "ttq").storage_bytes() == 4 * 6 * 3 + 3 * 4 * 6
+    ttq = ak.encode_ternary(_ternary(w), torch.rand(6, generator=_gen(1)), torch.rand(6, generator=_gen(2)))
+    assert ttq.storage_bytes() == 4 * 6 * 3 + 2 * 4 * 6 + 4  # W_p and W_n per channel, one zero point
     codes = torch.randint(0, 8, (3, 21), generator=_gen(9))
     assert torch.equal(ak.unpack_codes(ak.pack_codes(codes, 3), 3, 21), codes)
 
 
 # ----------------------------------------------------------------------------------------- codebook
 
+def _codebook(w: torch.Tensor, bits: int, dim: int = 1, groups: int = 1,
+              dtype: torch.dtype = torch.float32) -> ak.CodebookWeight:
+    """Random indices into a random codebook of ``2^bits`` codewords of ``dim`` weights per group
+    (the clustering that would choose them is a paper's, not the kernels')."""
+    n, k = w.shape
+    j = -(-k // dim)
+    bpg = -(-j // groups)
+    g = _gen(n * k + bits)
+    cb = torch.randn(-(-j // bpg), 2**bits, dim, generator=g).to(dtype)
+    return ak.encode_codebook(torch.randint(0, 2**bits, (n, j), generator=g), cb, k=k, bpg=bpg)
+
+
 CODEBOOK = {
-    "dc4": lambda w: ak.kmeans_codebook(w, 4, iters=5),
-    "dc8_fp16": lambda w: ak.kmeans_codebook(w, 8, iters=5, codebook_dtype=torch.float16),
-    "vq4x6": lambda w: ak.kmeans_codebook(w, 6, dim=4, iters=5),
-    "pq3x5x4": lambda w: ak.kmeans_codebook(w, 5, dim=3, groups=4, iters=5),
+    "dc4": lambda w: _codebook(w, 4),
+    "dc8_fp16": lambda w: _codebook(w, 8, dtype=torch.float16),
+    "vq4x6": lambda w: _codebook(w, 6, dim=4),
+    "pq3x5x4": lambda w: _codebook(w, 5, dim=3, groups=4),
     "hashed": lambda w: ak.hashednets_weight(w.shape[0], w.shape[1], torch.linspace(-1, 1, 12)),
 }
 
@@ -215,12 +234,13 @@ def test_codebook(m: int, n: int, k: int, fmt: str, dtype: torch.dtype) -> None:
 
 
 def test_codebook_format_and_storage() -> None:
-    w = _randn(8, 30, seed=10)
-    q = ak.kmeans_codebook(w, 4)
-    assert q.packed.shape == (8, 4) and q.codebook.shape == (1, 16, 1)
+    idx = torch.randint(0, 16, (8, 30), generator=_gen(10))
+    table = torch.randn(16, generator=_gen(11))
+    q = ak.encode_codebook(idx, table)
+    assert q.packed.shape == (8, 4) and q.codebook.shape == (1, 16, 1) and q.bits == 4
     assert q.storage_bytes() == 4 * 8 * 4 + 16 * 4
-    assert (q.dequantize() - w).abs().max() < (w.max() - w.min()) / 8
-    pq = ak.kmeans_codebook(w, 3, dim=2, groups=3)  # J = 15 sub-vectors, 5 per group
+    assert torch.equal(q.dequantize(), table[idx])
+    pq = _codebook(_randn(8, 30, seed=12), 3, dim=2, groups=3)  # J = 15 sub-vectors, 5 per group
     assert pq.codebook.shape == (3, 8, 2) and pq.bpg == 5
     assert pq.storage_bytes() == 4 * 8 * 2 + 3 * 8 * 2 * 4
 
@@ -229,7 +249,8 @@ def test_codebook_format_and_storage() -> None:
 
 
 def _sparse_weight(n: int, k: int, sparsity: float, seed: int) -> torch.Tensor:
-    w = ak.prune_magnitude(_randn(n, k, seed=seed), sparsity)
+    w = _randn(n, k, seed=seed)
+    w = w * (torch.rand(n, k, generator=_gen(seed + 1)) >= sparsity)
     w[0] = 0
     if n > 3:
         w[n // 2] = 0
@@ -263,7 +284,10 @@ def test_sparse(m: int, n: int, k: int, fmt: str, sparsity: float, dtype: torch.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_sparse_eie(m: int, n: int, k: int, dtype: torch.dtype) -> None:
     w = _sparse_weight(n, k, 0.9, seed=n + k)  # 90% sparse: gaps > 15 need padding entries
-    q = ak.to_eie(w.to(DEVICE), iters=5)
+    codes = torch.where(w != 0, torch.randint(1, 16, w.shape, generator=_gen(n * k)), 0)
+    codebook = torch.cat([torch.zeros(1), torch.randn(15, generator=_gen(k))])
+    q = ak.to_eie(codes.to(DEVICE), codebook)
+    assert torch.equal(q.to_dense().cpu(), codebook[codes])
     x = _randn(m, k, seed=m * k).to(dtype).to(DEVICE)
     x[..., ::3] = 0  # zero activations are skipped by the kernel
     ref = ak.sparse_matmul_reference(x, q)
@@ -275,7 +299,7 @@ def test_sparse_all_zero_and_storage() -> None:
     n, k = 40, 37
     w = torch.zeros(n, k)
     x = _randn(3, k, seed=11).to(DEVICE)
-    for q in (ak.to_csr(w), ak.to_bsr(w), ak.to_eie(w)):
+    for q in (ak.to_csr(w), ak.to_bsr(w), ak.to_eie(torch.zeros(n, k, dtype=torch.long), torch.zeros(16))):
         y = ak.sparse_matmul(x, q.to(DEVICE), backend="triton", out=_poisoned((3, n), torch.float32))
         assert torch.equal(y.cpu(), torch.zeros(3, n))
     w = _sparse_weight(64, 100, 0.9, seed=12)
@@ -284,7 +308,7 @@ def test_sparse_all_zero_and_storage() -> None:
     b = ak.to_bsr(w, (16, 16))
     nb = b.block_col.numel()
     assert b.storage_bytes() == 4 * 5 + 4 * nb + 4 * nb * 256
-    e = ak.to_eie(w)
+    e = ak.to_eie((w != 0).long() * 3, torch.linspace(0, 1, 16))
     assert e.storage_bytes() == e.entries.numel() + 4 * 101 + 64
     assert e.entries.numel() >= nnz
     gaps = e.entries.to(torch.int64) >> 4

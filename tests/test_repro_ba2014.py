@@ -1,8 +1,7 @@
 """Ba & Caruana 2014: the L2 logit-regression objective and the linear-bottleneck shallow net."""
 
 import torch
-
-from reproductions.ba2014 import ShallowNet, mimic_loss
+from atlas_reproductions.ba2014 import ShallowNet, mimic_loss
 
 
 def test_mimic_loss_is_half_squared_distance_per_example() -> None:

@@ -4,9 +4,8 @@ import itertools
 import math
 
 import torch
-
-from reproductions import chen2018
-from reproductions.chen2018 import hard_rank_loss, retrieval, similarity_scores, soft_transfer_loss
+from atlas_reproductions import chen2018
+from atlas_reproductions.chen2018 import hard_rank_loss, retrieval, similarity_scores, soft_transfer_loss
 
 
 def test_hard_rank_loss_is_plackett_luce_nll_of_teacher_order() -> None:
@@ -80,10 +79,25 @@ def test_transfer_weight_is_chosen_on_training_data_only() -> None:
     torch.manual_seed(0)
     train = Split(torch.randn(96, 1, 2, 2), torch.randint(0, 3, (96,)))
     test = Split(torch.full((8, 1, 2, 2), float("nan")), torch.zeros(8, dtype=torch.int64))
-    cfg = dict(chen2018.PROFILES["smoke"], transfer_weights=[0.1, 1.0], val_size=32, batch_size=32)
-    cfg["student"] = {"steps": 3, "hidden": [8], "embed": 4}
-    run = Run("chen2018", "smoke", cfg, 0, progress=False)
+    student = {"steps": 3, "batch_size": 32, "lr": 0.05, "optimizer": "sgd", "hidden": [8], "embed": 4}
+    cfg = dict(chen2018.PROFILES["smoke"], transfer_weights=[0.1, 1.0], val_size=32, student=student)
+    run = Run("chen2018", "smoke", chen2018.Config.model_validate(cfg).model_dump(mode="json"), 0, progress=False)
     run.dataset = lambda name=None: Dataset("toy", train, test, 3, "test")  # type: ignore[method-assign]
     weight, scores = chen2018.choose_transfer_weight(run, torch.randn(96, 4), "soft")
     assert weight in (0.1, 1.0) and set(scores) == {0.1, 1.0}
     assert all(math.isfinite(r) for r in scores.values())
+
+
+def test_evaluation_scores_the_l2_normalised_embedding() -> None:
+    """Retrieval is scored on the unit-length embeddings the losses shape (the released code's
+    l2_norm_output), not on the raw f(x): here the raw nearest neighbour of each point is of the
+    other class, the angular one of its own."""
+    from types import SimpleNamespace
+
+    from atlas.harness.data import Split
+
+    emb = torch.tensor([[1.0, 0.0], [10.0, 0.0], [1.0, 0.6], [10.0, 6.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert retrieval(emb, labels)[0] == 0.0
+    run = SimpleNamespace(predict=lambda model, split: emb)
+    assert chen2018.evaluate(run, None, Split(torch.zeros(4, 1), labels)) == (100.0, 100.0)  # type: ignore[arg-type]

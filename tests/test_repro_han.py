@@ -1,28 +1,43 @@
-"""Unit tests of the pure parts of han2015 (magnitude pruning) and han2016 (Deep Compression's
-k-means weight sharing, relative sparse indices and Huffman coding)."""
+"""Unit tests of the pure parts of han2015 (magnitude pruning, CSR storage) and han2016 (Deep
+Compression's k-means weight sharing, relative sparse indices and Huffman coding), including that every
+encoding whose bytes are counted decodes back to the weights it stores."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
-from atlas.harness.run import Run
-from reproductions import han2015, han2016
-from reproductions.han2015 import apply_masks, magnitude_mask, prunable_layers, prune_by_magnitude
-from reproductions.han2016 import (
+from atlas_reproductions import han2015
+from atlas_reproductions.han2015 import (
+    apply_masks,
+    encode_csr,
+    magnitude_mask,
+    prunable_layers,
+    prune_by_magnitude,
+)
+from atlas_reproductions.han2016 import (
     SharedLayer,
-    huffman_bits,
+    encode_codebook_layers,
+    encode_stages,
     huffman_code,
+    huffman_decode,
+    huffman_encode,
     kmeans_1d,
     layer_streams,
     linear_init,
     relative_indices,
+    share_weights,
+    stage_parts,
+    write_shared,
 )
+from torch import nn
+
+from atlas.harness import measure, registry
+from atlas.harness.run import Run
 
 
 # ------------------------------------------------------------------------------------ Huffman
@@ -43,10 +58,23 @@ def test_huffman_small_hand_example_and_single_symbol() -> None:
     codes = huffman_code({"x": 2, "y": 1, "z": 1})
     assert sorted(len(c) for c in codes.values()) == [1, 2, 2]
     assert len(codes["x"]) == 1
-    payload, table = huffman_bits(["x", "x", "y", "z"], alphabet=4)
-    assert payload == 6
-    assert table == 5 + 4 * 2  # max length 2 -> 2 bits per table entry, plus the 5-bit header
     assert huffman_code({"only": 7}) == {"only": "0"}
+
+
+def test_huffman_stream_round_trips_and_counts_its_bytes() -> None:
+    # x:2, y:1, z:1 as symbols 0, 1, 2 of a 4-symbol alphabet: 6 payload bits, lengths 1, 2, 2, 0
+    stream = huffman_encode([0, 0, 1, 2], alphabet=4)
+    assert stream.nbits == 6 and stream.width == 2
+    assert huffman_decode(stream) == [0, 0, 1, 2]
+    assert stream.storage_bytes() == 4 + 4  # one word of code bits, one word of 2-bit lengths
+    gen = torch.Generator().manual_seed(0)
+    symbols = torch.multinomial(torch.tensor([50.0, 20, 10, 5, 5, 4, 3, 2, 1]), 3000, True, generator=gen).tolist()
+    stream = huffman_encode(symbols, alphabet=16)
+    assert huffman_decode(stream) == symbols
+    code = huffman_code(Counter(symbols))
+    assert stream.nbits == sum(len(code[s]) for s in symbols) < 3 * len(symbols)  # below fixed 4-bit codes
+    assert stream.storage_bytes() == 4 * -(-stream.nbits // 32) + 4 * -(-16 // (32 // stream.width))
+    assert huffman_decode(huffman_encode([], alphabet=4)) == []
 
 
 # ---------------------------------------------------------------------------- relative indices
@@ -132,30 +160,87 @@ def test_magnitude_mask_keeps_at_least_one() -> None:
     assert int(magnitude_mask(torch.randn(3, 3), 0.0).sum()) == 1
 
 
+# ---------------------------------------------------------------------------------- encodings
+def _pruned_and_shared(index_bits: int = 3) -> tuple[nn.Module, nn.Module, list[SharedLayer]]:
+    """A small pruned MLP and a copy of it with Deep Compression's weight sharing (4 and 3 bits;
+    ``index_bits``-bit relative indices, so that gaps overflow into filler entries)."""
+    torch.manual_seed(2)
+    pruned = nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 10))
+    layers = prunable_layers(pruned)
+    masks = prune_by_magnitude(pruned, {layers["fc1"]: 0.05, layers["fc2"]: 0.3})
+    model = copy.deepcopy(pruned)
+    shared = share_weights(model, masks, {"fc1": 4, "fc2": 3}, {"conv": 8, "fc": index_bits})
+    write_shared(model, shared)
+    return pruned, model, shared
+
+
+def test_csr_encoding_decodes_to_the_pruned_weights() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(16, 5))
+    layers = prunable_layers(model)
+    masks = prune_by_magnitude(model, {layers["conv1"]: 0.3, layers["fc1"]: 0.2})
+    params = dict(model.named_parameters())
+    for name, q in encode_csr(model, masks).items():
+        assert torch.equal(q.to_dense().view_as(params[name]), params[name].detach())
+        nnz = int(masks[name].sum())
+        assert q.storage_bytes() == 4 * (params[name].shape[0] + 1) + 8 * nnz  # int32 rows/cols, fp32 values
+
+
+def test_deep_compression_stages_decode_to_the_weights_they_store() -> None:
+    pruned, model, shared = _pruned_and_shared()
+    stages = encode_stages(pruned, shared)
+    before, after = dict(pruned.named_parameters()), dict(model.named_parameters())
+    for layer in shared:
+        assert torch.equal(stages.pruned[layer.param].decode(), before[layer.param].detach())
+        assert torch.equal(stages.quantized[layer.param].decode(), after[layer.param].detach())
+        assert torch.equal(stages.huffman[layer.param].decode(), after[layer.param].detach())
+        assert torch.equal(encode_codebook_layers(shared)[layer.param].dequantize(), after[layer.param].detach())
+    q = stages.quantized["0.weight"]
+    assert q.entries > int(torch.count_nonzero(after["0.weight"]))  # 3-bit gaps: filler entries
+    # 4-bit codes 8 to a word, 3-bit gaps 10 to a word, 15 fp32 centroids
+    assert q.storage_bytes() == 4 * -(-q.entries // 8) + 4 * -(-q.entries // 10) + 4 * 15
+    parts = {p.name: p.bits for p in stage_parts(model, stages)["huffman"]}
+    assert parts["0.weight"] == 8 * stages.huffman["0.weight"].storage_bytes()
+    assert parts["0.bias"] == 32 * 40 and parts["2.bias"] == 32 * 10
+
+
+def test_codebook_latency_runs_the_shared_layers_through_the_kernel() -> None:
+    from atlas_reproductions.han2016 import codebook_latency
+
+    _, model, shared = _pruned_and_shared(index_bits=5)
+    m = codebook_latency(model, shared)
+    assert m["dense_latency_us"] > 0 and m["encoded_latency_us"] > 0
+    assert m["speedup"] == pytest.approx(m["dense_latency_us"] / m["encoded_latency_us"])
+    assert "atlas_kernels.codebook_matmul" in measure.latency_note("atlas_kernels.codebook_matmul", model[0].weight)
+
+
 # ------------------------------------------------------------------------------------ budgets
-def _walk(obj: object):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield k
-            yield from _walk(v)
-
-
-@pytest.mark.parametrize("module", [han2015, han2016])
-def test_profiles_count_steps_and_quick_has_seeds(module) -> None:
-    for profile in module.PROFILES.values():
-        assert "epochs" not in set(_walk(profile))
-    assert module.PROFILES["quick"]["seeds"] >= 3
+@pytest.mark.parametrize("key", ["han2015", "han2016"])
+def test_profiles_are_complete_step_budgets_and_quick_has_seeds(key: str) -> None:
+    profiles = registry.get(key).profiles  # validated against the paper's Config
+    for profile in profiles.values():
+        for arch in profile["archs"].values():
+            for stage in ("dense", "retrain"):
+                assert set(arch[stage]) >= {"steps", "lr", "batch_size", "optimizer", "weight_decay"}
+    assert profiles["quick"]["seeds"] >= 3
+    # the settings the published smoke records were made with
+    smoke = profiles["smoke"]["archs"]["lenet-300-100"]
+    assert (smoke["dense"]["steps"], smoke["dense"]["lr"], smoke["dense"]["batch_size"]) == (90, 0.05, 64)
+    assert (smoke["retrain"]["steps"], smoke["retrain"]["lr"], smoke["retrain"]["weight_decay"]) == (22, 0.01, 5e-4)
+    if key == "han2016":
+        ft = profiles["smoke"]["quantize"]["finetune"]
+        assert (ft["steps"], ft["batch_size"], ft["lr"], ft["centroid_lr"]) == (22, 64, 0.01, 0.0001)
 
 
 def _smoke_run(tmp_path: Path, seed: int, train_size: int | None = None) -> Run:
-    cfg = copy.deepcopy(han2015.PROFILES["smoke"])
+    cfg = copy.deepcopy(registry.get("han2015").profiles["smoke"])
     return Run("han2015", "smoke", cfg, seed, cache_dir=tmp_path, progress=False, train_size=train_size)
 
 
 @pytest.mark.parametrize("train_size", [None, 300])
 def test_pruning_and_its_baseline_get_the_same_steps_on_any_data_size(tmp_path: Path, train_size) -> None:
     run = _smoke_run(tmp_path, 0, train_size)
-    cfg = han2015.PROFILES["smoke"]["archs"]["lenet-300-100"]
+    cfg = run.config["archs"]["lenet-300-100"]
     han2015.train_pruned(run, "lenet-300-100")
     han2015.train_control(run, "lenet-300-100")
     trained = [b for b in run.budgets if not b.get("from_cache")]
@@ -166,8 +251,8 @@ def test_pruning_and_its_baseline_get_the_same_steps_on_any_data_size(tmp_path: 
 
 def test_a_shared_dense_model_is_the_same_for_every_seed_but_pruning_is_per_seed(tmp_path: Path) -> None:
     arch = "lenet-5"
-    assert han2015.PROFILES["smoke"]["archs"][arch]["dense_per_seed"] is False
     runs = [_smoke_run(tmp_path, seed) for seed in (0, 1)]
+    assert runs[0].config["archs"][arch]["dense_per_seed"] is False
     dense = [han2015.train_dense(r, arch).state_dict() for r in runs]
     assert all(torch.equal(dense[0][k], dense[1][k]) for k in dense[0])
     assert [hit["model"] for hit in runs[1].cache_hits] == [f"han2015-{arch}-dense"]  # seed 1 loaded seed 0's

@@ -1,8 +1,20 @@
 """The rule projection and the imitation schedule of iterative rule distillation (hu2016)."""
 
+import pytest
 import torch
+from atlas_reproductions.hu2016 import (
+    ANKLE_BOOT,
+    PROFILES,
+    SNEAKER,
+    T_SHIRT,
+    Config,
+    imitation_weight,
+    project,
+    rule_penalty,
+)
 
-from reproductions.hu2016 import ANKLE_BOOT, SNEAKER, T_SHIRT, imitation_weight, project, rule_penalty
+from atlas.errors import ReproductionError
+from atlas.harness.profiles import validate_profile
 
 
 def test_penalty_hits_only_excluded_classes() -> None:
@@ -26,3 +38,12 @@ def test_imitation_weight_anneals_to_cap() -> None:
     assert imitation_weight(0, 0.95, 1.0) == 0.0
     assert abs(imitation_weight(10, 0.95, 1.0) - (1 - 0.95**10)) < 1e-12
     assert imitation_weight(1000, 0.95, 0.9) == 0.9
+
+
+def test_profile_needs_one_weight_per_rule() -> None:
+    """A rule weight too few is refused when the profile is read, naming the paper and the key."""
+    cfg = validate_profile("hu2016", "smoke", Config, PROFILES["smoke"])
+    assert cfg["train"] == {"steps": 90, "lr": 0.05, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9,
+                            "weight_decay": 0.0, "schedule": "cosine"}
+    with pytest.raises(ReproductionError, match=r"hu2016.py, profile 'smoke'.*'rule_weights'"):
+        validate_profile("hu2016", "smoke", Config, dict(PROFILES["smoke"], rule_weights=[1.0, 1.0]))

@@ -1,8 +1,7 @@
 """Neuron selectivity transfer's MMD² (reproductions/huang2017.py)."""
 
 import torch
-
-from reproductions.huang2017 import mmd2, selectivity_samples
+from atlas_reproductions.huang2017 import mmd2, selectivity_samples
 
 
 def test_mmd2_is_zero_for_identical_maps() -> None:

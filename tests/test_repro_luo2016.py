@@ -1,8 +1,7 @@
 """Luo et al. 2016's neuron selection: informative neurons first, redundant copies skipped."""
 
 import torch
-
-from reproductions.luo2016 import mutual_information, select_neurons
+from atlas_reproductions.luo2016 import mutual_information, select_neurons
 
 
 def _responses() -> tuple[torch.Tensor, torch.Tensor]:

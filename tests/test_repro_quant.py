@@ -1,22 +1,36 @@
-"""Pure parts of the weight-quantisation reproductions: BinaryConnect's binarisation and clipping
-(courbariaux2015) and TWN's threshold, scale and 2-bit storage (li2016)."""
+"""Pure parts of the weight-quantisation reproductions: BinaryConnect's binarisation, clipping and
+1-bit storage (courbariaux2015) and TWN's threshold, scale and 2-bit storage (li2016); each storage is
+the atlas_kernels encoding the paper's weights decode back from."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
-from reproductions.courbariaux2015 import (
+from atlas_reproductions.courbariaux2015 import (
+    BinaryConv2d,
     BinaryLinear,
+    bc_mlp,
     binarize_deterministic,
     binarize_stochastic,
+    binary_storage,
     clip_latent,
+    encode_binary_layers,
     hard_sigmoid,
-    pack_codes,
-    unpack_codes,
+    quantize_layers,
 )
-from reproductions.li2016 import ternarize, ternary_codes, ternary_scale, ternary_storage, ternary_threshold
+from atlas_reproductions.li2016 import (
+    TernaryConv2d,
+    TernaryLinear,
+    encode_ternary_layers,
+    ternarize,
+    ternary_scale,
+    ternary_sign,
+    ternary_storage,
+    ternary_threshold,
+)
+from torch import nn
+
+from atlas.harness import registry
 
 
 def test_deterministic_binarisation_maps_zero_to_plus_one() -> None:
@@ -77,52 +91,62 @@ def test_twn_threshold_and_scale_by_hand() -> None:
     assert delta.item() == pytest.approx(0.28)
     assert ternary_scale(w, delta).item() == pytest.approx(0.7)
     assert torch.allclose(ternarize(w), torch.tensor([0.0, 0.0, 0.7, -0.7, 0.0, 0.7]))
-    assert ternary_codes(w).tolist() == [0, 0, 1, 2, 0, 1]
+    assert ternary_sign(w, delta).tolist() == [0, 0, 1, -1, 0, 1]
 
 
-def test_pack_codes_sizes_and_round_trip() -> None:
-    codes = torch.tensor([0, 1, 2, 1, 0, 2, 2, 1, 0, 1])
-    packed = pack_codes(codes, 2)
-    assert packed.dtype == torch.uint8 and packed.numel() == 3  # 10 codes x 2 bits = 20 bits -> 3 bytes
-    assert torch.equal(unpack_codes(packed, 2, 10), codes)
-    signs = torch.randint(0, 2, (17,))
-    assert pack_codes(signs, 1).numel() == 3  # 17 bits -> 3 bytes
-    assert torch.equal(unpack_codes(pack_codes(signs, 1), 1, 17), signs)
-    with pytest.raises(ValueError):
-        pack_codes(torch.tensor([4]), 2)
+def _ternary_model() -> nn.Module:
+    torch.manual_seed(0)
+    return quantize_layers(nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(12, 4), nn.ReLU(),
+                                         nn.Linear(4, 3, bias=False)), TernaryLinear, TernaryConv2d)
 
 
-def test_ternary_storage_counts_codes_alpha_and_biases() -> None:
-    from reproductions.courbariaux2015 import quantize_layers
-    from reproductions.li2016 import TernaryConv2d, TernaryLinear
+def test_ternary_encoding_decodes_to_the_ternary_weights() -> None:
+    model = _ternary_model()
+    encoded = encode_ternary_layers(model)
+    params = dict(model.named_parameters())
+    assert sorted(encoded) == ["0.weight", "2.weight", "4.weight"]
+    for name, q in encoded.items():
+        w = params[name].detach()
+        assert torch.equal(q.dequantize().view_as(w), ternarize(w))  # exact, conv kernels included
 
-    model = quantize_layers(nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 3, bias=False)),
-                            TernaryLinear, TernaryConv2d)
-    parts = {p.name: p.bits for p in ternary_storage(model)}
-    # layer 0: 40 codes -> 10 bytes; layer 2: 12 codes -> 3 bytes; one fp32 alpha each; 4 fp32 biases
-    assert parts == {"0.weight": 80, "0.alpha": 32, "2.weight": 24, "2.alpha": 32, "0.bias": 128}
+
+def test_ternary_storage_counts_the_bytes_of_codes_alpha_and_biases() -> None:
+    parts = {p.name: p.bits for p in ternary_storage(_ternary_model())}
+    # conv 3 x (2*3*3 = 18 codes -> 2 words); fc 4 x 12 codes -> 1 word; fc 3 x 4 codes -> 1 word; each
+    # layer also stores its alpha and the encoding's zero point (fp32); biases fp32
+    assert parts == {"0.weight": 8 * (3 * 2 * 4 + 8), "2.weight": 8 * (4 * 4 + 8), "4.weight": 8 * (3 * 4 + 8),
+                     "0.bias": 96, "2.bias": 128}
 
 
 @pytest.mark.parametrize("key", ["courbariaux2015", "li2016"])
-def test_profiles_are_step_budgets_with_enough_seeds(key: str) -> None:
-    import importlib
-
-    from atlas.harness.training import TrainConfig
-
-    profiles = importlib.import_module(f"reproductions.{key}").PROFILES
+def test_profiles_are_complete_step_budgets_with_enough_seeds(key: str) -> None:
+    profiles = registry.get(key).profiles  # validated against the paper's Config
     for name, cfg in profiles.items():
-        assert "epochs" not in cfg and cfg["steps"] > 0, name
-        TrainConfig.from_dict(cfg)
+        assert cfg["train"]["steps"] > 0, name
+        assert set(cfg["train"]) >= {"steps", "lr", "batch_size", "optimizer", "schedule"}
     assert profiles["quick"]["seeds"] >= 3
+    # the smoke profile's training is the one the published records were made with
+    assert {k: v for k, v in profiles["smoke"]["train"].items() if k in ("steps", "batch_size", "lr")} == (
+        {"steps": 67, "batch_size": 64, "lr": 0.01} if key == "courbariaux2015"
+        else {"steps": 45, "batch_size": 64, "lr": 0.05})
+
+
+def test_binary_encoding_decodes_to_the_signs() -> None:
+    torch.manual_seed(1)
+    model = quantize_layers(bc_mlp((1, 4, 10), 3, [8]), BinaryLinear, BinaryConv2d)
+    params = dict(model.named_parameters())
+    for name, q in encode_binary_layers(model).items():
+        w = params[name].detach()
+        assert torch.equal(q.dequantize(), binarize_deterministic(w))
 
 
 def test_binary_storage_counts_signs_at_one_bit_and_bn_in_fp32() -> None:
-    from reproductions.courbariaux2015 import BinaryConv2d, bc_mlp, binary_storage, quantize_layers
-
-    model = quantize_layers(bc_mlp((1, 4, 4), 3, [8]), BinaryLinear, BinaryConv2d)
+    model = quantize_layers(bc_mlp((1, 4, 16), 3, [8]), BinaryLinear, BinaryConv2d)
     parts = {p.name: p.bits for p in binary_storage(model)}
-    # 16x8 and 8x3 signs -> 16 and 3 bytes; BN scale and shift of 8 and 3 units in fp32
-    assert parts == {"1.weight": 128, "4.weight": 24, "2.weight": 256, "2.bias": 256, "5.weight": 96,
-                     "5.bias": 96}
-    signs = sum(b for n, b in parts.items() if n in ("1.weight", "4.weight"))
-    assert 32 * (16 * 8 + 8 * 3) / signs == 32.0  # weight_storage_compression: the weight matrices alone
+    # 64 -> 8 and 8 -> 3 signs: 8 rows of 2 words and 3 rows of 1 word, each layer with the encoding's
+    # two fp32 decode constants; BN scale and shift of 8 and 3 units in fp32
+    assert parts == {"1.weight": 8 * (8 * 2 * 4 + 8), "4.weight": 8 * (3 * 4 + 8), "2.weight": 256,
+                     "2.bias": 256, "5.weight": 96, "5.bias": 96}
+    signs = parts["1.weight"] + parts["4.weight"]
+    assert signs == 736  # weight_storage_compression 32 * 536 / 736 = 23.3: tiny layers pay the padding
+    assert 32 * (64 * 8 + 8 * 3) / signs == pytest.approx(23.304, abs=1e-3)

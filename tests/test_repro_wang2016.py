@@ -1,10 +1,10 @@
 """The dominant-kernel (low-rank) convolution of reproductions/wang2016.py."""
 
 import torch
+from atlas_reproductions.wang2016 import DominantKernelConv
 from torch import nn
 
 from atlas.harness import measure
-from reproductions.wang2016 import DominantKernelConv
 
 
 def test_dominant_kernel_conv_shape_and_size() -> None:
@@ -19,8 +19,9 @@ def test_dominant_kernel_conv_shape_and_size() -> None:
 
 def test_kp_student_gets_the_same_step_budget() -> None:
     """Pre-regression steps come out of the student's budget, not on top of it."""
-    from reproductions.romero2015 import remaining_steps
-    from reproductions.wang2016 import PROFILES
+    from atlas_reproductions.wang2016 import PROFILES
+
+    from atlas.harness.convnets import remaining_steps
 
     class _Run:
         def __init__(self, config: dict) -> None:

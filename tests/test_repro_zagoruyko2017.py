@@ -1,8 +1,7 @@
 """Attention maps of activation-based attention transfer (reproductions/zagoruyko2017.py)."""
 
 import torch
-
-from reproductions.zagoruyko2017 import at_loss, attention_map
+from atlas_reproductions.zagoruyko2017 import at_loss, attention_map
 
 
 def test_attention_map_is_unit_norm_and_channel_count_free() -> None:

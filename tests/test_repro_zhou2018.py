@@ -1,8 +1,7 @@
 """Rocket Launching's gradient block: the hint loss does not update the booster (zhou2018)."""
 
 import torch
-
-from reproductions.zhou2018 import RocketNet, rocket_loss
+from atlas_reproductions.zhou2018 import RocketNet, rocket_loss
 
 
 def _grads(net: RocketNet, block: bool) -> dict[str, torch.Tensor]:

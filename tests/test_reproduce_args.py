@@ -20,7 +20,7 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-heavy = ("torch", "reproductions", "atlas.harness")
+heavy = ("torch", "atlas_reproductions", "atlas.harness")
 print("LOADED:" + ",".join(sorted(m for m in sys.modules if m.split(".")[0] in heavy[:2] or m.startswith(heavy[2]))))
 sys.exit(code)
 """

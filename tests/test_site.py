@@ -1,8 +1,10 @@
-"""The generated site: ``mkdocs build --strict`` builds every page from papers.yaml, the published
-records and the reproductions, offline, in well under 30 seconds of CPU."""
+"""The generated site: ``mkdocs build --strict`` builds every page (Jinja2 templates) from papers.yaml,
+the published records and the registry's manifest of reproductions, offline, in well under 30 seconds
+of CPU; docstrings as Markdown, formulas typeset by the vendored KaTeX."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -13,10 +15,12 @@ pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files:
 
 from site_helpers import HINTON_GAIN, Built, built_site  # noqa: E402
 
+from atlas import manifest  # noqa: E402
 from atlas.catalogue import CATEGORIES, load_catalogue  # noqa: E402
 from atlas.site import pages  # noqa: E402
 from atlas.site.build import render_all  # noqa: E402
-from atlas.site.data import SiteData, scan_reproductions  # noqa: E402
+from atlas.site.data import SiteData, profile_names  # noqa: E402
+from atlas.site.docstring import rst_to_markdown  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +86,24 @@ def test_paper_page_content(site: Built) -> None:
     assert 'href="../categories/distillation.html"' in html
     plain = re.sub(r"<[^>]+>", "", html)  # the highlighted BibTeX, tags removed
     assert "@misc{hinton2015," in plain and "eprint = {1503.02531}" in plain
+    # the docstring as rendered Markdown: roles and ``literals`` are code, *emphasis* is emphasis
+    doc = html.split('<div class="atlas-docstring">', 1)[1].split("</div>", 1)[0]
+    assert "<code>distillation_loss</code>" in doc and "<em>soft targets</em>" in doc
+    assert "``" not in doc and ":func:" not in doc and "<p>" in doc
+    # the profiles the registry validated, each with its settings
+    assert "(profiles: smoke, quick, paper)" in html and "atlas reproduce hinton2015 --profile paper" in html
+    assert "<code>student.steps</code>" in html
+
+
+def test_math_is_typeset_from_vendored_katex(site: Built) -> None:
+    html = (site.site / "index.html").read_text(encoding="utf-8")
+    assert '<div class="arithmatex">\\[' in html and '<span class="arithmatex">\\(\\bar x\\)</span>' in html
+    for asset in ("katex/katex.min.js", "katex/katex.min.css", "js/atlas-math.js"):
+        assert f'assets/{asset}"' in html, asset
+    katex = site.site / "assets" / "katex"
+    assert "MIT License" in (katex / "LICENSE").read_text(encoding="utf-8")
+    fonts = re.findall(r"url\((fonts/[^)]+\.woff2)\)", (katex / "katex.min.css").read_text(encoding="utf-8"))
+    assert len(fonts) == 20 and all((katex / f).is_file() for f in fonts)
 
 
 def test_offline_no_external_assets(site: Built) -> None:
@@ -98,7 +120,7 @@ def test_offline_no_external_assets(site: Built) -> None:
 def test_pages_render_without_records() -> None:
     """Zero published records (a fresh clone): every page still renders, with 'not run' verdicts."""
     catalogue = load_catalogue()
-    files = render_all(SiteData(catalogue, {}, scan_reproductions()))
+    files = render_all(SiteData(catalogue, {}, manifest.load().entries))
     assert sum(1 for name in files if name.startswith("papers/") and name != "papers/index.md") == len(catalogue)
     assert "No published results yet" in str(files["index.md"])
     for cat in CATEGORIES:
@@ -107,8 +129,78 @@ def test_pages_render_without_records() -> None:
 
 def test_markdown_escaping() -> None:
     assert pages.md("AlexNet 9*") == r"AlexNet 9\*"
-    assert pages.md("a|b_c <x>") == r"a\|b\_c \<x\>"
+    assert pages.md("a|b_c <x>") == r"a\|b\_c &lt;x&gt;"  # "\<" would show its backslash
+    assert pages.md("$5 & up") == r"\$5 &amp; up"  # "$" is the math delimiter
     assert pages.md(None) == "–"
     assert pages.code("a|b<c>") == "<code>a|b&lt;c&gt;</code>"
     assert pages.html_href("comparison.md", "papers/han2015.md") == "papers/han2015.html"
     assert pages.html_href("papers/han2015.md", "categories/pruning.md") == "../categories/pruning.html"
+
+
+def test_every_registered_reproduction_shows_its_profiles() -> None:
+    """The profiles come from the registry (the manifest), not from reading the source: han2016
+    builds its PROFILES from han2015's, and its page lists all three."""
+    found = manifest.load()
+    assert not found.broken, found.broken
+    assert "han2016" in found.entries
+    data = SiteData(load_catalogue(), {}, found.entries)
+    for key, entry in found.entries.items():
+        page = pages.paper_page(data, data.catalogue.get(key))
+        names = profile_names(entry)
+        assert names[:3] == ["smoke", "quick", "paper"], (key, names)
+        assert f"(profiles: {', '.join(names)})" in page, key
+        assert f" {pages.md(json.dumps(entry.profiles['quick']['dataset']))} |" in page, key  # a settings cell
+        assert f"atlas reproduce {key} --profile paper" in page, key
+        doc = page.split('<div class="atlas-docstring" markdown>', 1)[1].split("</div>", 1)[0]
+        assert not re.search(r"(?<!`)``(?!`)|:(func|class|mod|data|meth):`", doc), key  # no reST left
+    han2016 = pages.paper_page(data, data.catalogue.get("han2016"))
+    assert "(profiles: smoke, quick, paper)" in han2016 and "Builds on: [han2015](han2015.md)" in han2016
+
+
+def test_a_reproduction_that_fails_to_import_is_named() -> None:
+    found = manifest.load()
+    entries = {k: e for k, e in found.entries.items() if k != "han2016"}
+    data = SiteData(load_catalogue(), {}, entries, broken={"han2016": "TypeError: reproduction() missing 'config'"})
+    page = pages.paper_page(data, data.catalogue.get("han2016"))
+    assert "`reproductions/han2016.py` fails to import" in page
+    assert "TypeError: reproduction() missing 'config'" in page and "No reproduction yet" not in page
+
+
+def test_docstring_to_markdown() -> None:
+    doc = (
+        "Title (A & B, 2015).\n"
+        "\n"
+        "Uses ``q_i = exp(z_i/T)``, :func:`distillation_loss`, :class:`~a.b.ShallowNet` and\n"
+        ":mod:`atlas_reproductions.han2015`; H*W responses, *soft* and **logits**, x <- y, $5.\n"
+        "\n"
+        "    L = 1/(2N) * sum_t ||g(x_t) - z_t||^2\n"
+        "\n"
+        "* one, :data:`X`\n"
+        "* two\n"
+        "\n"
+        "The interval :math:`\\bar x \\pm t s/\\sqrt{n}`, and::\n"
+        "\n"
+        "    code\n"
+        "\n"
+        ".. math::\n"
+        "\n"
+        "    \\frac{a}{b}\n"
+    )
+    assert rst_to_markdown(doc) == (
+        "Title (A &amp; B, 2015).\n"
+        "\n"
+        "Uses `q_i = exp(z_i/T)`, `distillation_loss`, `ShallowNet` and\n"
+        "`atlas_reproductions.han2015`; H\\*W responses, *soft* and **logits**, x &lt;- y, \\$5.\n"
+        "\n"
+        "```text\nL = 1/(2N) * sum_t ||g(x_t) - z_t||^2\n```\n"
+        "\n"
+        "- one, `X`\n"
+        "- two\n"
+        "\n"
+        "The interval $\\bar x \\pm t s/\\sqrt{n}$, and:\n"
+        "\n"
+        "```text\ncode\n```\n"
+        "\n"
+        "$$\n\\frac{a}{b}\n$$\n"
+    )
+    assert rst_to_markdown("a `` ` `` b") == "a `` ` `` b\n"  # a backtick inside code keeps a longer fence

@@ -1,11 +1,13 @@
-"""The built site in a real browser (Debian's headless chromium): the home page, the comparison table
-(sorted and filtered by its script) and hinton2015's page render with their numbers, offline.
+"""The built site in a real browser (Debian's headless chromium): the home page (its formula typeset by
+the vendored KaTeX), the comparison table (sorted and filtered by its script) and hinton2015's page
+render with their numbers, offline: every request a page makes goes to the 127.0.0.1 server.
 
 Screenshots land in ``$ATLAS_SCREENSHOT_DIR`` when set (to look at them), else in a temporary folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -59,14 +61,27 @@ def browser(site: Built, tmp_path_factory: pytest.TempPathFactory):
             assert "<html" in proc.stdout, proc.stderr[-2000:]
             return proc.stdout
 
-        def screenshot(page: str, name: str) -> Path:
+        def screenshot(page: str, name: str, width: int = 1280) -> Path:
             out = shots / f"{name}.png"
             out.unlink(missing_ok=True)
-            proc = chromium(profile, f"--screenshot={out}", "--window-size=1280,900", f"{base}/{page}")
+            proc = chromium(profile, f"--screenshot={out}", f"--window-size={width},900", f"{base}/{page}")
             assert out.is_file() and out.stat().st_size > 10_000, proc.stderr[-2000:]
             return out
 
-        yield dom, screenshot
+        def requests(page: str) -> list[str]:
+            """The URLs ``page`` requested (itself and what it loaded), from Chromium's network log;
+            the browser's own background requests (no page origin) are not the page's."""
+            log = shots / "netlog.json"
+            log.unlink(missing_ok=True)
+            proc = chromium(profile, f"--log-net-log={log}", "--virtual-time-budget=3000", "--dump-dom",
+                            f"{base}/{page}")
+            assert proc.returncode == 0 and log.is_file(), proc.stderr[-2000:]
+            events = json.loads(log.read_text(encoding="utf-8"))["events"]
+            params = [e.get("params") or {} for e in events]
+            return sorted({p["url"] for p in params if isinstance(p.get("url"), str)
+                           and (p["url"].startswith(base) or p.get("initiator") == base)})
+
+        yield dom, screenshot, requests, base
     shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -75,7 +90,7 @@ def _text(html: str) -> str:
 
 
 def test_home_page(browser) -> None:
-    dom, screenshot = browser
+    dom, screenshot, _, _ = browser
     text = _text(dom("index.html"))
     assert "Compression Atlas" in text
     assert "191 papers catalogued" in text
@@ -86,7 +101,7 @@ def test_home_page(browser) -> None:
 
 
 def test_comparison_table(browser) -> None:
-    dom, screenshot = browser
+    dom, screenshot, _, _ = browser
     html = dom("comparison.html")
     # the table's script ran: headings are sortable and the row count is shown
     assert html.count('class="atlas-sort-head"') == 12
@@ -105,10 +120,28 @@ def test_comparison_table(browser) -> None:
 
 
 def test_paper_page(browser) -> None:
-    dom, screenshot = browser
-    text = _text(dom("papers/hinton2015.html"))
+    dom, screenshot, _, _ = browser
+    html = dom("papers/hinton2015.html")
+    text = _text(html)
     for needle in ("Distilling the Knowledge in a Neural Network", "Geoffrey Hinton", "teach small model",
                    "337", "arXiv:1503.02531", "reproduced", f"{HINTON_GAIN:.3g}", "atlas reproduce hinton2015",
-                   "reproductions/hinton2015.py", "@misc", "harness differs"):
+                   "reproductions/hinton2015.py", "@misc", "harness differs", "profiles: smoke, quick, paper"):
         assert needle in text, needle
+    doc = html.split('class="atlas-docstring"', 1)[1].split("</div>", 1)[0]
+    assert "<code>distillation_loss</code>" in doc and "``" not in doc
     screenshot("papers/hinton2015.html", "hinton2015")
+    screenshot("papers/hinton2015.html", "hinton2015-400", width=400)
+
+
+def test_math_renders_offline(browser) -> None:
+    """The home page's interval formula is typeset by KaTeX, its fonts come from the site itself, and no
+    request the page makes leaves 127.0.0.1."""
+    dom, screenshot, requests, base = browser
+    html = dom("index.html")
+    assert html.count('class="katex-display"') == 1 and html.count('class="katex"') >= 4
+    assert "katex-error" not in html
+    urls = requests("index.html")
+    assert urls and all(u.startswith(base + "/") for u in urls), urls
+    loaded = {u.rsplit("/", 1)[1] for u in urls}
+    assert {"katex.min.js", "katex.min.css", "atlas-math.js", "KaTeX_Main-Regular.woff2"} <= loaded, loaded
+    screenshot("index.html", "home-400", width=400)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from atlas.bibtex import to_bibtex
 from atlas.catalogue import CATEGORIES, display_path, load_catalogue
 from atlas.errors import AtlasError
+from atlas.fsio import atomic_write
 
 NAME = "cite"
 HELP = "print BibTeX for papers (by key, by category, or all)"
@@ -22,21 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category", choices=CATEGORIES, help="every paper in this category")
     parser.add_argument("--all", action="store_true", help="every paper of the catalogue")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the BibTeX to FILE instead of stdout")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir() and str(args.out.parent):
         raise AtlasError(f"{display_path(args.out.parent)}: no such folder")
     try:
-        write_text_atomic(args.out, text)
+        atomic_write(args.out, text)
     except OSError as exc:
         raise AtlasError(f"cannot write {display_path(args.out)}: {exc.strerror or exc}") from None
     print(f"wrote {len(papers)} entries to {display_path(args.out)}", file=sys.stderr)

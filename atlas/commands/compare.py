@@ -10,8 +10,9 @@ from pathlib import Path
 from atlas.bibtex import to_bibtex
 from atlas.catalogue import CATEGORIES, display_path, load_catalogue
 from atlas.errors import AtlasError
+from atlas.fsio import atomic_write
 from atlas.report import outcome_rows, render_latex, render_rows
-from atlas.results import StaleRecord, published, write_atomic
+from atlas.results import StaleRecord, published
 
 NAME = "compare"
 HELP = "reported vs reproduced numbers of papers as a Markdown, LaTeX (booktabs) or CSV table"
@@ -47,7 +48,7 @@ def _write(path: Path, text: str) -> None:
     if path.is_dir():
         raise AtlasError(f"{display_path(path)} is a folder, not a file")
     try:
-        write_atomic(path, text)
+        atomic_write(path, text)
     except OSError as exc:
         raise AtlasError(f"cannot write {display_path(path)}: {exc.strerror or exc}") from None
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bibtexparser.model import Entry
 
-from atlas.bibtex import latex_unescape, read_bib
+from atlas.bibtex import Person, latex_unescape, read_bib, split_names
 from atlas.catalogue import (
     CATEGORIES,
     KINDS,
@@ -30,6 +28,7 @@ from atlas.catalogue import (
     parse_catalogue,
 )
 from atlas.errors import CatalogueError
+from atlas.fsio import atomic_write
 from atlas.schema import is_arxiv_id, key_stem, normalise_title
 
 NAME = "import-bib"
@@ -91,35 +90,13 @@ def _get(entry: Entry, name: str) -> str | None:
     return None
 
 
-def split_authors(text: str) -> list[str]:
-    """BibTeX author list -> ``First Last`` names (``Han, Song and others`` -> ``[Song Han]``)."""
-    names = []
-    for raw in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
-        name = raw.strip()
-        if not name or name.lower() == "others":
-            continue
-        if "," in name:
-            parts = [p.strip() for p in name.split(",")]
-            if len(parts) == 3:  # von Last, Jr, First
-                name = f"{parts[2]} {parts[0]}, {parts[1]}"
-            else:
-                name = f"{parts[1]} {parts[0]}".strip()
-        names.append(re.sub(r"\s+", " ", name))
-    return names
-
-
-def surname(author: str) -> str:
-    """The surname of a ``First Last`` name: its last word (``Jian-Hao Luo`` -> ``Luo``)."""
-    words = author.split()
-    return words[-1] if words else ""
-
-
-def _first_surname(entry: Entry, authors: list[str]) -> str:
-    raw = _get(entry, "author") or ""
-    first = re.split(r"\s+and\s+", raw.strip(), flags=re.IGNORECASE)[0].strip()
-    if "," in first:  # "De Fauw, Jeffrey": everything before the comma is the surname
-        return first.split(",")[0]
-    return surname(authors[0]) if authors else ""
+def _authors(entry: Entry) -> list[Person]:
+    """The entry's authors, split by BibTeX's rules (:func:`atlas.bibtex.split_names`) on the field as
+    written, so that braces and LaTeX accents are read before they are decoded."""
+    for field in entry.fields:
+        if field.key.lower() == "author":
+            return split_names(str(field.value))
+    return []
 
 
 def _short_venue(name: str, year: int) -> str:
@@ -167,7 +144,7 @@ def paper_from_entry(
     title = _get(entry, "title") or ""
     year_text = _get(entry, "year") or ""
     year = int(year_text) if year_text.isdigit() else year_text
-    authors = split_authors(_get(entry, "author") or "")
+    authors = [person.full for person in _authors(entry)]
     arxiv = _arxiv_of(entry)
     journal = _get(entry, "journal")
     booktitle = _get(entry, "booktitle")
@@ -256,7 +233,7 @@ def _flow(values: list[Any]) -> str:
 
 
 def paper_yaml(paper: dict[str, Any]) -> str:
-    """The YAML text of one paper, in the layout CONTRIBUTING.md shows."""
+    """The YAML text of one paper, in the layout of the entries of papers.yaml."""
     venue = paper["venue"]
     lines = [
         f"- key: {paper['key']}",
@@ -317,8 +294,11 @@ def plan(
         if match is not None:
             notes.append(f"skipped '{entry.key}': {match[0]} {match[1]} is already paper '{known[match]}'")
             continue
-        authors = split_authors(_get(entry, "author") or "")
-        stem = key_stem(_first_surname(entry, authors))
+        authors = _authors(entry)
+        # the first author's von and Last parts: "van der Maaten, Laurens" and "Laurens van der
+        # Maaten" both give "vandermaaten" (BibTeX reads "Jeffrey De Fauw" as First "Jeffrey De":
+        # write "De Fauw, Jeffrey" or "Jeffrey {De Fauw}")
+        stem = key_stem(authors[0].surname) if authors else ""
         year = _get(entry, "year") or ""
         key = next_free_key(stem, year, taken) if stem else f"{entry.key}"
         paper = paper_from_entry(entry, key, categories, kind, kind_note)
@@ -395,16 +375,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"would add {len(new)} papers to {name}:")
         print(addition, end="")
         return 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(combined)
-        load_catalogue(Path(tmp))  # the file as written, checked once more before it replaces the old
-        os.chmod(tmp, os.stat(target).st_mode & 0o777)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # the file as written is checked once more before it replaces the old one
+    atomic_write(target, combined, check=load_catalogue)
     print(f"added {len(new)} papers to {name}: {', '.join(p['key'] for _, p in new)}")
     return 0

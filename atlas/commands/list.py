@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
 import pandas as pd
 
-import atlas
+from atlas import manifest
 from atlas.catalogue import CATEGORIES, KINDS, Paper, load_catalogue
 
 NAME = "list"
@@ -31,9 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@functools.cache
+def reproductions() -> manifest.Manifest:
+    """The registry's reproductions, through its torch-free manifest (read once per command)."""
+    return manifest.load()
+
+
 def has_reproduction(key: str) -> bool:
-    """Whether ``reproductions/<key>.py`` exists."""
-    return (atlas.ROOT / "reproductions" / f"{key}.py").is_file()
+    """Whether the registry has a reproduction of ``key`` (one that imports and registers)."""
+    return key in reproductions()
 
 
 def row(paper: Paper) -> dict[str, object]:

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-import atlas
+from atlas import manifest
 from atlas.catalogue import CATEGORIES, load_catalogue
 from atlas.errors import AtlasError, ReproductionError
 from atlas.results import PROFILE_NAMES, Record
@@ -115,18 +115,21 @@ def _keys(args: argparse.Namespace) -> list[str]:
 
 
 def check_keys(keys: list[str]) -> None:
-    """Refuse a key the catalogue lacks (exit 3, with the closest keys) or that has no file in
-    reproductions/ (exit 5), from the catalogue and the file names alone: nothing is imported, so a
-    typo is reported at once rather than after torch and every reproduction have loaded."""
+    """Refuse a key the catalogue lacks (exit 3, with the closest keys) or that the registry has no
+    reproduction of (exit 5), from the catalogue and the registry's torch-free manifest: a typo is
+    reported at once rather than after torch and every reproduction have loaded."""
     catalogue = load_catalogue()
-    folder = atlas.ROOT / "reproductions"
+    found = manifest.load()
     for key in keys:
         catalogue.get(key)
-        if not (folder / f"{key}.py").is_file():
-            done = sorted(f.stem for f in folder.glob("*.py") if not f.name.startswith("_"))
+        if key in found.broken:
+            raise ReproductionError(f"reproductions/{key}.py failed to import: {found.broken[key]}",
+                                    hint=f"fix the file; `python -c 'import atlas_reproductions.{key}'` "
+                                         "shows the traceback")
+        if key not in found:
             raise ReproductionError(
                 f"paper '{key}' has no reproduction yet (no reproductions/{key}.py)",
-                hint=f"reproduced so far: {', '.join(done)}",
+                hint=f"reproduced so far: {', '.join(found.entries)}",
             )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from atlas import results
 from atlas.catalogue import Claim, Paper, load_catalogue
-from atlas.commands.list import has_reproduction
+from atlas.commands.list import reproductions
 from atlas.reference import load_references
 from atlas.report import claim_verdict_lines, record_summary
 from atlas.verdict import RecordVerdict, judge_record
@@ -61,10 +61,9 @@ def describe_claim(claim: Claim) -> list[str]:
 def published_record(key: str, root: Path | None = None
                      ) -> tuple[results.Record | None, results.StaleRecord | None]:
     """The paper's published record (paper profile, else quick), or why it cannot be read."""
-    base = results.results_dir(root) / key
     for profile in ("paper", "quick"):
-        path = base / f"{profile}.json"
-        if path.exists():
+        path = results.find_record(key, f"{profile}.json", root)
+        if path is not None:
             try:
                 return results.load(path), None
             except results.StaleRecord as exc:
@@ -88,8 +87,7 @@ def describe(paper: Paper, record: results.Record | None = None, verdict: Record
         lines.append(f"same work:  {', '.join(paper.same_work_as)} (another entry for this work)")
     if paper.listed_in:
         lines.append(f"listed in:  {', '.join(paper.listed_in)}")
-    reproduction = f"reproductions/{paper.key}.py" if has_reproduction(paper.key) else "none yet"
-    lines.append(f"reproduction: {reproduction}")
+    lines.append(f"reproduction: {reproduction_line(paper.key)}")
     if paper.survey is not None:
         s = paper.survey
         cite = "?" if s.cite is None else str(s.cite)
@@ -130,3 +128,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return problem.exit_code
     return 0
+
+
+def reproduction_line(key: str) -> str:
+    """The registry's answer for ``key``: its file and profiles, the file's import error, or none."""
+    found = reproductions()
+    entry = found.get(key)
+    if entry is not None:
+        return f"{entry.display_path} (profiles: {', '.join(entry.profiles)})"
+    if key in found.broken:
+        return f"reproductions/{key}.py fails to import: {found.broken[key]}"
+    return "none yet"

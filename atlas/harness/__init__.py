@@ -1,12 +1,13 @@
-"""The shared harness: data, models, training, measurement, and the registry of reproductions.
+"""The shared harness: data, models, training, measurement, typed profiles, and the registry of
+reproductions. A reproduction imports what it needs from here::
 
-A reproduction imports what it needs from here::
-
-    from atlas.harness import Run, measure, reproduction
+    from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
 """
 
 from atlas.harness import measure
+from atlas.harness.profiles import Profile, Section
 from atlas.harness.registry import reproduction
 from atlas.harness.run import Run
+from atlas.harness.training import TrainConfig
 
-__all__ = ["Run", "measure", "reproduction"]
+__all__ = ["Profile", "Run", "Section", "TrainConfig", "measure", "reproduction"]

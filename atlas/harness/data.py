@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from atlas.errors import DatasetUnavailable
+from atlas.fsio import default_cache_dir
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 
@@ -92,6 +93,7 @@ class DatasetSpec:
     parse: Callable[[Path], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None
     num_classes: int = 10
     how_to_get: str = ""
+    input_shape: tuple[int, int, int] = (1, 28, 28)  # C, H, W of one example, as the harness loads it
     builtin: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = field(default=None)
 
 
@@ -186,7 +188,7 @@ DATASETS: dict[str, DatasetSpec] = {
     for spec in (
         DatasetSpec(
             "digits", "scikit-learn's 8x8 handwritten digits (embedded; the smallest set)", (), None,
-            builtin=_digits, how_to_get="ships inside scikit-learn",
+            builtin=_digits, how_to_get="ships inside scikit-learn", input_shape=(1, 8, 8),
         ),
         DatasetSpec(
             "fashion-mnist", "Fashion-MNIST (Xiao et al. 2017), 60k/10k 28x28 grey images",
@@ -215,14 +217,14 @@ DATASETS: dict[str, DatasetSpec] = {
             (RemoteFile("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                         sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),),
             _parse_cifar10,
-            how_to_get="--download, or put cifar-10-python.tar.gz in DATA_DIR/cifar10",
+            how_to_get="--download, or put cifar-10-python.tar.gz in DATA_DIR/cifar10", input_shape=(3, 32, 32),
         ),
         DatasetSpec(
             "cifar100", "CIFAR-100 (Krizhevsky 2009), 50k/10k 32x32 colour images, 100 classes",
             (RemoteFile("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                         sha256="85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"),),
             _parse_cifar100, num_classes=100,
-            how_to_get="--download, or put cifar-100-python.tar.gz in DATA_DIR/cifar100",
+            how_to_get="--download, or put cifar-100-python.tar.gz in DATA_DIR/cifar100", input_shape=(3, 32, 32),
         ),
         DatasetSpec(
             "svhn", "SVHN cropped digits (Netzer et al. 2011), 73k/26k 32x32 colour images",
@@ -231,14 +233,10 @@ DATASETS: dict[str, DatasetSpec] = {
              RemoteFile("test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
                         md5="eb5a983be6a315427106f1b164d9cef3")),
             _parse_svhn,
-            how_to_get="--download, or put train_32x32.mat and test_32x32.mat in DATA_DIR/svhn",
+            how_to_get="--download, or put train_32x32.mat and test_32x32.mat in DATA_DIR/svhn", input_shape=(3, 32, 32),
         ),
     )
 }
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ATLAS_CACHE_DIR", Path.home() / ".cache" / "compression-atlas"))
 
 
 def candidate_dirs(name: str, data_dir: Path | None) -> list[Path]:

@@ -11,6 +11,9 @@
   multiply-add counts as two FLOPs; MACs are half); ``effective_flops`` scales each layer's count by
   the fraction of its weights that are non-zero (the work a sparse kernel has to do).
 - ``latency_ms``: median wall time of a forward pass over a batch, measured here.
+- ``latency_us`` / :func:`kernel_latency`: median time of one call (torch.utils.benchmark's
+  ``Timer.blocked_autorange``): how the reproductions time their encoded layers, run through
+  ``atlas_kernels``, against the same layers dense in fp32, in the same run.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -47,6 +52,12 @@ class Encoded:
     name: str
     bits: int
     what: str = ""  # e.g. "5-bit relative indices", "Huffman-coded 4-bit cluster ids", "fp32 codebook"
+
+
+def encoded(name: str, packed: Any, what: str) -> Encoded:
+    """One tensor's share as the bytes its encoding really occupies: ``packed`` is an
+    ``atlas_kernels`` packed weight (anything with ``storage_bytes()``)."""
+    return Encoded(name, 8 * int(packed.storage_bytes()), what)
 
 
 def storage_bits(parts: Iterable[Encoded]) -> int:
@@ -110,6 +121,61 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], *, batch: int = 64,
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def latency_us(fn: Callable[[], Any], *, min_run_time: float = 0.03, num_threads: int = 1) -> float:
+    """Median time (µs) of one call of ``fn``: ``torch.utils.benchmark.Timer.blocked_autorange`` (blocks
+    of calls until ``min_run_time`` seconds have run; CUDA is synchronised by the timer), on
+    ``num_threads`` CPU threads."""
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads)
+    return float(timer.blocked_autorange(min_run_time=min_run_time).median) * 1e6
+
+
+def kernel_latency(dense: Callable[[], Any], encoded: Callable[[], Any], *,
+                   min_run_time: float = 0.03) -> dict[str, float]:
+    """``dense_latency_us``, ``encoded_latency_us`` and ``speedup`` (their ratio) of two calls computing
+    the same layers, timed one after the other by :func:`latency_us`."""
+    dense_us = latency_us(dense, min_run_time=min_run_time)
+    encoded_us = latency_us(encoded, min_run_time=min_run_time)
+    return {"dense_latency_us": dense_us, "encoded_latency_us": encoded_us, "speedup": dense_us / encoded_us}
+
+
+@torch.no_grad()
+def layers_latency(layers: Sequence[tuple[torch.Tensor, Any]], matmul: Callable[[torch.Tensor, Any], torch.Tensor],
+                   *, batch: int = 1, min_run_time: float = 0.03) -> dict[str, float]:
+    """:func:`kernel_latency` of a model's encoded layers: ``layers`` are ``(weight [N, K], encoding)``
+    pairs, ``weight`` the dense fp32 values the encoding decodes to. Dense: ``F.linear(x, weight)`` for
+    every layer; encoded: ``matmul(x, encoding)`` (an ``atlas_kernels`` entry point) for every layer; on
+    ``batch`` fixed random examples. Both must compute the same products (checked first)."""
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(batch, w.shape[1], generator=gen).to(w.device) for w, _ in layers]
+    for x, (w, q) in zip(xs, layers, strict=True):
+        err = (matmul(x, q).float() - F.linear(x, w.float())).abs()
+        if bool((err > 1e-4 * (x.abs() @ w.float().abs().T) + 1e-6).any()):
+            raise RuntimeError(f"the encoded layer [{w.shape[0]}, {w.shape[1]}] does not compute its dense product")
+
+    def run_dense() -> None:
+        for x, (w, _) in zip(xs, layers, strict=True):
+            F.linear(x, w)
+
+    def run_encoded() -> None:
+        for x, (_, q) in zip(xs, layers, strict=True):
+            matmul(x, q)
+
+    return kernel_latency(run_dense, run_encoded, min_run_time=min_run_time)
+
+
+def latency_note(kernel: str, on: torch.Tensor) -> str:
+    """What :func:`layers_latency` measured, naming the kernel (``atlas_kernels.<entry point>`` and
+    the format) and the backend it ran on for tensors like ``on``."""
+    from atlas_kernels import resolve_backend
+
+    triton = resolve_backend("auto", on) == "triton"
+    return (f"speed-up measured with {kernel} ({'Triton kernel' if triton else 'PyTorch CPU fallback'}) on the "
+            "fully-connected layers at batch 1, against the same weights dense in fp32 (F.linear), in the same "
+            "run; torch.utils.benchmark blocked_autorange" + ("" if on.is_cuda else ", one CPU thread"))
 
 
 def compression_metrics(baseline: nn.Module, compressed: nn.Module, input_shape: Sequence[int],

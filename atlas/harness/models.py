@@ -70,6 +70,29 @@ class VGGSmall(nn.Module):
         return self.classifier(self.features(x))
 
 
+class ConvNet(nn.Module):
+    """A plain conv net in stages: each stage is ``per_stage`` 3x3 conv-BN-ReLU layers of ``chans[i]``
+    channels, then a 2x2 max pool; global average pooling and a linear classifier. Thin (few
+    channels) and deep (many layers per stage) it is a FitNet; with one layer per stage, the shallow
+    student of the attention-transfer papers."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, chans: Sequence[int] = (8, 16, 32),
+                 per_stage: int = 3) -> None:
+        super().__init__()
+        c = input_shape[0]
+        layers: list[nn.Module] = []
+        for out in chans:
+            for _ in range(per_stage):
+                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+                c = out
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -117,6 +140,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "hinton-student": lambda shape, k, **kw: MLP(shape, k, (800, 800), **kw),  # 784-800-800-10
     "mlp": MLP,
     "vgg-small": VGGSmall,
+    "staged-conv": ConvNet,  # the thin / shallow students of the feature-based distillation papers
     "resnet-20": lambda shape, k, **kw: ResNetCifar(shape, k, depth=20, **kw),
     "resnet": ResNetCifar,
 }

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from atlas import manifest
 from atlas.errors import ReproductionError
+from atlas.harness.profiles import Profile, validate_profile
 from atlas.lineage import PACKAGE, imported_reproductions
 from atlas.results import PROFILE_NAMES
 
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 class Reproduction:
     key: str
     fn: Callable[[Run], None]
-    profiles: dict[str, dict]
+    profiles: dict[str, dict[str, Any]]  # validated, every default filled in
+    config: type[Profile]
     module_name: str
     path: Path
     doc: str = ""
@@ -83,21 +86,31 @@ _BROKEN: dict[str, str] = {}  # module name -> why it failed to import
 _DISCOVERED = False
 
 
-def reproduction(key: str, *, profiles: dict[str, dict]) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
-    """Register ``fn`` as the reproduction of paper ``key`` with its profiles (smoke, quick, paper)."""
-    unknown = set(profiles) - set(PROFILE_NAMES)
-    if unknown or not {"smoke", "quick"} <= set(profiles):
+def reproduction(key: str, *, profiles: dict[str, dict[str, Any]],
+                 config: type[Profile]) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
+    """Register ``fn`` as the reproduction of paper ``key``, in the file ``reproductions/<key>.py``.
+
+    ``config`` is the paper's :class:`~atlas.harness.profiles.Profile` (every setting and its type);
+    ``profiles`` are its ``smoke``, ``quick`` and ``paper`` profiles, each validated against it here,
+    so that an unknown or missing key is refused at import with paper, profile and key."""
+    if set(profiles) != set(PROFILE_NAMES):
         raise ReproductionError(
-            f"reproduction '{key}' must declare the profiles smoke and quick (and may declare paper); "
-            f"got {sorted(profiles)}"
+            f"reproduction '{key}' must declare the profiles {', '.join(PROFILE_NAMES)}; got {sorted(profiles)}"
         )
+    if not (isinstance(config, type) and issubclass(config, Profile)):
+        raise ReproductionError(f"reproduction '{key}': config= must be a subclass of atlas.harness.Profile")
+    validated = {name: validate_profile(key, name, config, dict(values)) for name, values in profiles.items()}
 
     def wrap(fn: Callable[[Run], None]) -> Callable[[Run], None]:
         module = importlib.import_module(fn.__module__)
         path = Path(module.__file__ or "")
+        if path.stem != key:
+            raise ReproductionError(f"{path.name} registers the key '{key}': a reproduction's key is its file's "
+                                    f"name (rename the file to {key}.py or the key to '{path.stem}')")
         if key in _REGISTRY and _REGISTRY[key].path != path:
             raise ReproductionError(f"two reproductions claim the key '{key}': {_REGISTRY[key].path} and {path}")
-        _REGISTRY[key] = Reproduction(key, fn, profiles, fn.__module__, path, (module.__doc__ or "").strip())
+        _REGISTRY[key] = Reproduction(key, fn, validated, config, fn.__module__, path,
+                                      (module.__doc__ or "").strip())
         return fn
 
     return wrap
@@ -129,3 +142,13 @@ def get(key: str) -> Reproduction:
         hint = f"did you mean: {', '.join(close)}?" if close else f"reproduced so far: {', '.join(registry)}"
         raise ReproductionError(f"paper '{key}' has no reproduction yet (no reproductions/{key}.py)", hint=hint)
     return registry[key]
+
+
+def write_manifest() -> manifest.Manifest:
+    """Discover every reproduction and store the registry's view for torch-free readers."""
+    entries = {
+        key: manifest.Entry(key=key, file=r.path.name, doc=r.doc, profiles=r.profiles,
+                            builds_on=[k for k in r.builds_on if k != key])
+        for key, r in discover().items()
+    }
+    return manifest.write(entries, dict(_BROKEN))

@@ -8,7 +8,6 @@ import hashlib
 import inspect
 import io
 import json
-import os
 import shutil
 import sys
 import warnings
@@ -21,6 +20,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from atlas.fsio import atomic_write, default_cache_dir, temporary_files
 from atlas.harness import data as data_mod
 from atlas.harness import models, training
 from atlas.harness.data import Dataset, Split
@@ -36,6 +36,7 @@ class Measured:
     differs: str = ""
     notes: str = ""
     baseline: dict[str, Any] | None = None
+    diagnosis: str = ""
 
 
 _DATASET_CACHE: dict[tuple, Dataset] = {}
@@ -126,7 +127,7 @@ class Run:
     device: str = "cpu"
     data_dir: Path | None = None
     allow_download: bool = False
-    cache_dir: Path = field(default_factory=lambda: data_mod.default_cache_dir())
+    cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
     train_size: int | None = None  # a smaller training set than the data set's (``--train-size``)
     measured: list[Measured] = field(default_factory=list)
@@ -162,12 +163,14 @@ class Run:
 
     # -------------------------------------------------------------------------------- training
     def train_config(self, section: str | None = None, **overrides: Any) -> TrainConfig:
-        """A :class:`TrainConfig` from the profile (``config[section]`` if given, else the top level)."""
-        cfg = dict(self.config)
-        if section is not None:
-            cfg.update(self.config[section])
-        cfg.update(overrides)
-        return TrainConfig.from_dict(cfg)
+        """The :class:`TrainConfig` of the profile's training ``section`` (complete in itself: nothing
+        is taken from the level above), with ``overrides``; ``section=None``: ``overrides`` alone.
+        Keys a section's class adds to :class:`TrainConfig` (e.g. ``dropout``) are left out."""
+        # A section may add its own declared keys (a teacher's dropout, an architecture): those are
+        # not training settings. The section's keys were validated against its class at registration.
+        values = ({k: v for k, v in self.config[section].items() if k in TrainConfig.model_fields}
+                  if section is not None else {})
+        return TrainConfig.from_dict({**values, **overrides})
 
     def train(self, model: nn.Module, split: Split, cfg: TrainConfig, desc: str = "train", **hooks: Any) -> nn.Module:
         """Train for ``cfg.steps`` optimizer steps; the budget is noted in the record's provenance."""
@@ -201,8 +204,8 @@ class Run:
         path.parent.mkdir(parents=True, exist_ok=True)
         # One process trains an entry; another that wants it meanwhile waits, then loads it.
         with FileLock(path.with_suffix(".lock")):
-            for leftover in path.parent.glob(f"{path.stem}.*.tmp"):  # of a writer that was killed
-                leftover.unlink(missing_ok=True)
+            for leftover in [*temporary_files(path), *temporary_files(_meta_path(path))]:
+                leftover.unlink(missing_ok=True)  # of a writer that was killed
             model, cached = self._load_or_build(name, seed, build, path)
             if cached is not None:
                 self.cache_hits.append({"model": name, "file": path.name, "code_hash": ident["code"],
@@ -250,10 +253,8 @@ class Run:
         torch.save(state, buffer)
         blob = buffer.getvalue()
         meta = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "budgets": budgets}
-        for target, data in ((path, blob), (_meta_path(path), json.dumps(meta).encode())):
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+        atomic_write(path, blob)
+        atomic_write(_meta_path(path), json.dumps(meta))
 
     def reseed(self, stage: str, seed: int | None = None) -> None:
         """Restart the random streams (torch's global one and the data-order generator) from a seed
@@ -265,13 +266,16 @@ class Run:
     # ------------------------------------------------------------------------------- reporting
     def record(self, claim: str, *, model: str, metrics: dict[str, float], dataset: str | None = None,
                differs: str = "", notes: str = "", baseline: tuple[str, str] | None = None,
-               baseline_spec: dict[str, Any] | None = None, baseline_data: Dataset | None = None) -> None:
+               baseline_spec: dict[str, Any] | None = None, baseline_data: Dataset | None = None,
+               diagnosis: str = "") -> None:
         """Report what this seed measured for ``claim`` (a claim id of the paper in papers.yaml).
 
         ``baseline=(harness model name, metric)`` names the uncompressed model the claim's accuracy
         change is measured against and the metric holding its accuracy: the verdict compares it with
         the model's reference accuracy (``atlas calibrate``) to tell whether it converged.
-        ``baseline_data`` is the data set it was trained on, if not the profile's."""
+        ``baseline_data`` is the data set it was trained on, if not the profile's. ``diagnosis``: for
+        a claim the atlas does not reproduce, what was tried and measured and why the gap is believed
+        to be the method's (shown beside the verdict)."""
         clean = {k: float(v) for k, v in metrics.items()}
         base = None
         if baseline is not None:
@@ -282,4 +286,4 @@ class Run:
             base = {"model": name, "spec": dict(baseline_spec or {}), "metric": metric,
                     "dataset": data.name, "train_size": len(data.train), "test_size": len(data.test)}
         self.measured.append(Measured(claim, model, dataset or self.config["dataset"], clean, differs, notes,
-                                      base))
+                                      base, diagnosis))

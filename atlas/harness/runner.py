@@ -80,7 +80,7 @@ def gather(per_seed: list[list[Measured]], seeds: list[int], paper: Paper) -> li
         outcomes.append(results.Outcome(claim=first.claim, model=first.model, dataset=first.dataset,
                                         metrics=metrics, baseline=baseline,
                                         differs=_differs(first, paper.claim(first.claim).dataset),
-                                        notes=first.notes))
+                                        notes=first.notes, diagnosis=first.diagnosis))
     return outcomes
 
 

@@ -1,6 +1,11 @@
 """Teachers shared by several distillation papers: named, configured and cached by the harness, so
 that a paper imports another paper only for its method.
 
+:data:`CONV_TEACHER` is the convolutional teacher of the feature-based papers (the harness's
+``vgg-small`` at a width): each spreads ``CONV_TEACHER[profile]`` into its profile and declares its
+``conv_teacher`` section as :class:`ConvTeacherTraining`; :func:`conv_teacher` trains it once per
+profile and data set.
+
 :data:`MLP_TEACHER` is the deep fully-connected teacher of Hinton et al. (784-1200-1200-10 with
 dropout): every paper that distils from it spreads ``MLP_TEACHER[profile]`` into its own profile, so
 the teacher is trained once per profile and data set (from seed 0, whatever the student's seed) and
@@ -34,16 +39,65 @@ MLP_TEACHER: dict[str, dict[str, Any]] = {
 }
 
 
+class MLPTeacherTraining(TrainConfig):
+    """The ``teacher`` section of a profile that distils from :func:`mlp_teacher`: its training and
+    the dropout rate of its hidden layers."""
+
+    dropout: float = 0.0
+
+
 def mlp_teacher(run: Run) -> nn.Module:
     """The 784-1200-1200-10 teacher with dropout (the run's ``teacher`` section), trained on the full
     training set once per profile and data set and reused from the cache."""
-    section = dict(run.config["teacher"])
-    dropout = section.pop("dropout", 0.0)
-    cfg = TrainConfig.from_dict(section)
+    cfg, dropout = run.train_config("teacher"), run.config["teacher"]["dropout"]
     data = run.dataset()
     return run.cached_model(
         "hinton-teacher", {"train": vars(cfg), "dropout": dropout},
         build=lambda: run.model("hinton-teacher", dropout=dropout),
         fit=lambda m: run.train(m, data.train, cfg, desc="teacher"),
+        per_seed=False,
+    )
+
+
+class ConvTeacherTraining(TrainConfig):
+    """The ``conv_teacher`` section: the harness architecture, its width and its training."""
+
+    arch: str = "vgg-small"
+    width: float = 1.0
+
+
+#: What determines the shared convolutional teacher and its data. Its training section states every
+#: TrainConfig field, so that no paper's own settings can change the shared teacher.
+CONV_TEACHER: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "dataset": "digits", "train_limit": None, "test_limit": None,
+        "conv_teacher": {"arch": "vgg-small", "width": 0.125, "steps": 22, "lr": 0.05, "batch_size": 128,
+                         "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
+    },
+    "quick": {
+        "dataset": "fashion-mnist", "train_limit": 6000, "test_limit": None,
+        "conv_teacher": {"arch": "vgg-small", "width": 0.1875, "steps": 562, "lr": 0.05, "batch_size": 128,
+                         "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
+    },
+    "paper": {
+        # CIFAR-10 with the full-width VGG-style teacher (FitNets' teacher is a 9M maxout network).
+        "dataset": "cifar10", "train_limit": None, "test_limit": None,
+        "conv_teacher": {"arch": "vgg-small", "width": 1.0, "steps": 62500, "lr": 0.1, "batch_size": 128,
+                         "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"},
+    },
+}
+
+
+def conv_teacher(run: Run) -> nn.Module:
+    """The shared convolutional teacher (the run's ``conv_teacher`` section), trained once per profile
+    and data set (from seed 0, whatever the student's seed) and then reused from the cache by every
+    feature-based distillation paper."""
+    cfg = run.train_config("conv_teacher")
+    arch, width = run.config["conv_teacher"]["arch"], run.config["conv_teacher"]["width"]
+    data = run.dataset()
+    return run.cached_model(
+        f"conv-teacher-{arch}", {"train": vars(cfg), "width": width},
+        build=lambda: run.model(arch, width=width),
+        fit=lambda m: run.train(m, data.train, cfg, desc="conv teacher"),
         per_seed=False,
     )

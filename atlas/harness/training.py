@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -53,23 +54,27 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
     return nn.functional.cross_entropy(model(x), y)
 
 
-@dataclass
-class TrainConfig:
-    steps: int  # optimizer steps (mini-batches), whatever the size of the training set
-    lr: float = 0.1
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (momentum 0.9) | adam
+class TrainConfig(BaseModel):
+    """One training stage's whole budget and optimizer; a profile section of this type states every
+    value it changes from these defaults, and refuses keys it does not know."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: PositiveInt  # optimizer steps (mini-batches), whatever the size of the training set
+    lr: PositiveFloat = 0.1
+    batch_size: PositiveInt = 128
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd with momentum, or adam
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | constant | step (x0.1 at 50% and 75%)
+    schedule: Literal["cosine", "constant", "step"] = "cosine"  # step: x0.1 at 50% and 75%
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> TrainConfig:
+    def from_dict(cls, cfg: Mapping[str, Any]) -> TrainConfig:
         if "epochs" in cfg:
             raise ValueError("training budgets are optimizer steps ('steps'), not 'epochs'")
         if "steps" not in cfg:
             raise ValueError("a training configuration needs 'steps' (optimizer steps)")
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+        return cls.model_validate(dict(cfg))
 
     def epochs_on(self, n_examples: int) -> float:
         """How many passes over ``n_examples`` this budget makes."""
@@ -111,6 +116,8 @@ def train(
 ) -> nn.Module:
     """Train ``model`` on ``data`` for ``cfg.steps`` optimizer steps with the given hooks (the data
     reshuffled at each pass); returns the model."""
+    if len(data) == 0:
+        raise ValueError(f"{desc}: no training examples (an empty split cannot be trained on)")
     model.to(device).train()
     opt = optimizer or make_optimizer(params if params is not None else model.parameters(), cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]

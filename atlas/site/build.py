@@ -1,5 +1,7 @@
-"""Write every generated page of the site. ``site/gen_pages.py`` (run by the mkdocs-gen-files plugin
-during ``mkdocs build``) calls :func:`generate`; nothing it writes lands in the working tree.
+"""Write every generated page of the site (rendered from the templates in ``atlas/site/templates/``).
+``site/gen_pages.py`` (run by the mkdocs-gen-files plugin during ``mkdocs build``) calls
+:func:`generate`; nothing it writes lands in the working tree (the registry may refresh
+``reproductions/manifest.json`` when a reproduction changed since it was written).
 
 The output is a mapping of docs-relative paths to text or bytes, so :func:`render_all` can also be
 used (and tested) without MkDocs.
@@ -77,6 +79,8 @@ def generate(open_file: Callable[..., Any], docs_dir: Path | str, config: Any = 
     data = collect()
     for problem in data.unreadable.values():  # the paper is shown as "record unreadable"
         log.warning("unreadable run record: %s", problem.replace("\n", " "))
+    for stem, why in data.broken.items():  # the paper's page says so
+        log.warning("reproductions/%s.py fails to import: %s", stem, why.replace("\n", " "))
     files = render_all(data, intro.split(INTRO_MARKER)[0])
     if INTRO_MARKER in intro:
         files["index.md"] = str(files["index.md"]) + "\n" + intro.split(INTRO_MARKER, 1)[1]

@@ -1,0 +1,105 @@
+"""Staged convolutional nets, shared by the feature-based distillation papers (FitNets, attention
+transfer, neuron selectivity transfer, knowledge pre-regression, shallow students): the thin or
+shallow student net, each stage's feature map, the frozen teacher's maps computed once, and a
+student's training budget. Plumbing only: every paper's own loss stays in the paper's file.
+
+A *staged* net has a ``features`` sequence in which every 2x2 max pool closes a stage, and a
+``classifier``; the harness's ``vgg-small`` teacher and :class:`ConvNet` both have this layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from atlas.harness.models import ConvNet
+from atlas.harness.run import Run
+
+
+def conv_student(run: Run, chans: Sequence[int], per_stage: int) -> ConvNet:
+    """A fresh :class:`~atlas.harness.models.ConvNet` (the harness model ``staged-conv``) for the
+    run's data set."""
+    return run.model("staged-conv", chans=list(chans), per_stage=per_stage)
+
+
+def forward_stages(model: nn.Module, x: torch.Tensor, upto: int | None = None
+                   ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """Run a staged net and return its logits and each stage's output feature map, taken after the
+    stage's last ReLU and before its pool (the "group outputs" the feature-based papers match). With
+    ``upto = i`` it stops after stage ``i`` and returns no logits."""
+    stages: list[torch.Tensor] = []
+    for layer in model.features:
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append(x)
+            if upto is not None and len(stages) > upto:
+                return None, stages
+        x = layer(x)
+    return model.classifier(x), stages
+
+
+def stage_channels(model: nn.Module) -> list[int]:
+    """Channels of each stage's output feature map."""
+    chans, c = [], None
+    for layer in model.features:
+        if isinstance(layer, nn.Conv2d):
+            c = layer.out_channels
+        elif isinstance(layer, nn.MaxPool2d):
+            chans.append(c)
+    return chans
+
+
+def layers_upto(model: nn.Module, stage: int) -> list[nn.Parameter]:
+    """Parameters of the layers up to and including stage ``stage``."""
+    params: list[nn.Parameter] = []
+    seen = 0
+    for layer in model.features:
+        if isinstance(layer, nn.MaxPool2d):
+            seen += 1
+            if seen > stage:
+                break
+        params.extend(layer.parameters())
+    return params
+
+
+@torch.no_grad()
+def teacher_stages(teacher: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The (frozen, eval-mode) teacher's stage feature maps on a batch."""
+    teacher.eval()
+    return forward_stages(teacher, x)[1]
+
+
+@torch.no_grad()
+def teacher_stage_outputs(run: Run, teacher: nn.Module, stages: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The frozen teacher's feature maps at ``stages`` for every training example, computed once (the
+    training data are not augmented, so they do not change): a loss looks them up by the batch's
+    example indices instead of running the teacher at every step."""
+    x = run.dataset().train.x
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in stages}
+    for start in range(0, len(x), 1000):
+        maps = teacher_stages(teacher, x[start:start + 1000].to(run.device))
+        for i in stages:
+            out[i].append(maps[i])
+    return {i: torch.cat(m) for i, m in out.items()}
+
+
+def train_conv_student(run: Run, student: nn.Module, desc: str,
+                       loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+                       | None = None, section: str = "student", steps: int | None = None, **hooks) -> nn.Module:
+    """Train a student on the full training set with the profile's ``section`` budget (``steps``
+    optimizer steps if given: the second stage of a two-stage method); without ``loss_fn``, on the
+    hard labels (cross-entropy)."""
+    if loss_fn is not None:
+        hooks["loss_fn"] = loss_fn
+    cfg = run.train_config(section, **({} if steps is None else {"steps": steps}))
+    return run.train(student, run.dataset().train, cfg, desc=desc, **hooks)
+
+
+def remaining_steps(run: Run, first_stage: str) -> int:
+    """The steps left of the ``student`` budget after a first stage of ``first_stage`` steps: a
+    two-stage student gets the same number of optimizer steps in all as the one-stage students."""
+    total, first = run.config["student"]["steps"], run.config[first_stage]["steps"]
+    if first >= total:
+        raise ValueError(f"'{first_stage}' steps ({first}) must be fewer than the student's ({total})")
+    return total - first
