@@ -114,9 +114,8 @@ class RowRNN(nn.Module):
 def train_rnn_teacher(run: Run) -> nn.Module:
     """The RNN teacher trained on the hard labels, once per profile and data set (from seed 0,
     cached and shared by every seed, as the paper's one RNN is for its DNNs)."""
-    spec = dict(run.config["rnn"])
-    cell, hidden = spec.pop("cell"), spec.pop("hidden")
-    cfg = TrainConfig.from_dict(spec)
+    cfg = run.train_config("rnn")
+    cell, hidden = run.config["rnn"]["cell"], run.config["rnn"]["hidden"]
     data = run.dataset()
     return run.cached_model(
         "chan2015-rnn", {"train": vars(cfg), "cell": cell, "hidden": hidden},

@@ -274,18 +274,12 @@ def train_metric(run: Run, section: str, desc: str, transfer=None, model: Embedd
 
     model = model if model is not None else embedding_net(run, section)
     split = split if split is not None else run.dataset().train
-    return run.train(model, split, training_stage(run, section), desc=desc, loss_fn=loss)
-
-
-def training_stage(run: Run, section: str) -> TrainConfig:
-    """The training budget of ``section`` (an :class:`EmbeddingTraining`), its net's shape left out."""
-    net = set(EmbeddingTraining.model_fields) - set(TrainConfig.model_fields)
-    return TrainConfig.from_dict({k: v for k, v in run.config[section].items() if k not in net})
+    return run.train(model, split, run.train_config(section), desc=desc, loss_fn=loss)
 
 
 def train_teacher(run: Run) -> EmbeddingNet:
     """The big embedding net, trained once per profile and seed (cached)."""
-    cfg = training_stage(run, "teacher")
+    cfg = run.train_config("teacher")
     spec = {"train": vars(cfg), "net": run.config["teacher"], "margin": run.config["margin"]}
     return run.cached_model("darkrank-teacher", spec, build=lambda: embedding_net(run, "teacher"),
                             fit=lambda m: train_metric(run, "teacher", "teacher", model=m))
