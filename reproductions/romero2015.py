@@ -53,6 +53,10 @@ same 410 steps in all, narrows it to 2.6 pp (81.39 vs 84.02). Half the gap is th
 a budget far from convergence; the rest is taken to be the harness's weak shared teacher (87.94, equalled
 by a 3-conv student given 4x the steps in zagoruyko2017's experiment), not the method. The record
 carries this as its ``diagnosis``.
+
+Re-examined again (2026-12-04, second session) with the shared conv teacher trained on the whole
+training set (``full_training_set``): KD now gains (+1.5 pp on seeds 100-102), the FitNet still
+loses 2.5 pp to the hard-label student; the diagnosis above records this.
 """
 
 from __future__ import annotations
@@ -67,14 +71,16 @@ from torch import nn
 from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
 from atlas.harness.convnets import (
     conv_student,
+    data_note,
     forward_stages,
     layers_upto,
     remaining_steps,
     stage_channels,
+    student_sgd,
     teacher_stage_outputs,
     train_conv_student,
 )
-from atlas.harness.teachers import CONV_TEACHER, ConvTeacherTraining, conv_teacher
+from atlas.harness.teachers import CONV_TEACHER, ConvTeacherTraining, conv_teacher, conv_teacher_data
 
 
 class FitNetShape(Section):
@@ -96,26 +102,25 @@ class Config(Profile):
 
 #: Why the atlas does not take its "not reproduced" as the paper's; shown beside the verdict.
 DIAGNOSIS = (
-    "The two stages follow the paper (L2 hint loss through a conv regressor with ReLU, then KD with lambda "
-    "annealed 4 -> 1); RepDistiller and mdistiller train the hint jointly with CE instead. On seed 100 (not "
-    "the published seeds; one seed) the quick profile's 90 hint + 230 KD steps leave the FitNet 5.9 pp "
-    "below the hard-label student (77.54 vs 83.39); with the full 320 KD steps after the hints, and 410 "
-    "steps for the hard-label student, the gap narrows to 2.6 pp (81.39 vs 84.02). The atlas takes the "
-    "gap to be the harness's short budget and weak shared teacher (87.94, matched by a small student "
-    "given 4x the steps), not evidence against the method."
+    "The two stages follow the paper (L2 hint loss through a conv regressor with ReLU, then KD with "
+    "lambda annealed 4 -> 1); RepDistiller and mdistiller train the hint jointly with CE instead. With "
+    "the shared teacher now trained on the whole training set (89.27%, 4.4 pp above the 6,000-example "
+    "hard-label student, as WRN-40-1 is about 2 pp above WRN-16-1 in the paper), on seeds 100-102 (not "
+    "the published seeds) KD gains +1.5 pp (2.68, 1.83, 0.00) on the thin 9-conv student but the FitNet "
+    "trails the hard-label student by 2.5 pp (-3.06, -2.67, -1.76). Earlier (seed 100, weaker teacher) "
+    "giving stage 2 the full 320 steps after the hints halved the gap: the quick profile's split of a "
+    "budget far from convergence costs the FitNet its KD steps. The atlas takes the gap to be the "
+    "two-stage method's at a budget of about 3 epochs, where the paper trains each stage to convergence; "
+    "it is not evidence against the paper's CIFAR-10 and MNIST results."
 )
 
-
-def _sgd(steps: int, batch_size: int, **extra: float | str) -> dict:
-    return {"steps": steps, "lr": 0.05, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4,
-            **extra}
 
 
 PROFILES = {
     "smoke": {
         **CONV_TEACHER["smoke"], "seeds": 1,
         "fitnet": {"chans": [4, 8, 16], "per_stage": 2, "hint_stage": 1, "guided_stage": 1},
-        "hint": _sgd(4, 128), "student": _sgd(11, 128),
+        "hint": student_sgd(4, 128), "student": student_sgd(11, 128),
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "quick": {
@@ -123,14 +128,14 @@ PROFILES = {
         # on stage 1 and the rest on stage 2 (same budget and data as the hard-label and KD students).
         **CONV_TEACHER["quick"], "seeds": 3,
         "fitnet": {"chans": [6, 12, 24], "per_stage": 3, "hint_stage": 1, "guided_stage": 1},
-        "hint": _sgd(90, 64), "student": _sgd(320, 64),
+        "hint": student_sgd(90, 64), "student": student_sgd(320, 64),
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
     "paper": {
         # Sec. 4.1 (CIFAR-10): FitNet 4 has 19 layers (17 conv + maxout); here a 3x5 conv-BN-ReLU net.
         **CONV_TEACHER["paper"], "seeds": 3,
         "fitnet": {"chans": [32, 64, 128], "per_stage": 5, "hint_stage": 1, "guided_stage": 1},
-        "hint": _sgd(23438, 128), "student": _sgd(85938, 128),
+        "hint": student_sgd(23438, 128), "student": student_sgd(85938, 128),
         "temperature": 3.0, "lambda_start": 4.0, "lambda_end": 1.0,
     },
 }
@@ -219,7 +224,7 @@ def reproduce(run: Run) -> None:
     depth = len([m for m in fitnet.modules() if isinstance(m, nn.Conv2d)])
     model = (f"teacher vgg-small x{run.config['conv_teacher']['width']} (6 conv) -> FitNet "
              f"{depth} conv {'-'.join(map(str, spec['chans']))}")
-    differs = (f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), every student "
+    differs = (f"{data_note(run)}, every student "
                f"{steps} steps (the FitNet {run.config['hint']['steps']} hint + {stage2} KD steps), "
                f"teacher {run.config['conv_teacher']['steps']} steps, no augmentation; teacher is a small "
                "VGG-style conv net, not maxout; hint = teacher's stage 2, guided = student's stage 2")
@@ -230,4 +235,5 @@ def reproduce(run: Run) -> None:
                baseline_spec={"chans": list(spec["chans"]), "per_stage": spec["per_stage"]})
     # This claim's baseline is the (uncompressed) teacher, a harness model.
     run.record("cifar10-fitnet", model=model, metrics=metrics, differs=differs, diagnosis=DIAGNOSIS,
-               baseline=("vgg-small", "teacher_accuracy"), baseline_spec={"width": run.config["conv_teacher"]["width"]})
+               baseline=("vgg-small", "teacher_accuracy"), baseline_spec={"width": run.config["conv_teacher"]["width"]},
+               baseline_data=conv_teacher_data(run))

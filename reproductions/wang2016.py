@@ -47,9 +47,11 @@ from torch import nn
 
 from atlas.harness import Profile, Run, TrainConfig, measure, reproduction
 from atlas.harness.convnets import (
+    data_note,
     forward_stages,
     layers_upto,
     remaining_steps,
+    student_sgd,
     teacher_stage_outputs,
     train_conv_student,
 )
@@ -64,25 +66,21 @@ class Config(Profile):
     student: TrainConfig  # each DK student's whole budget; the KP one fine-tunes with what KP left
 
 
-def _sgd(steps: int, batch_size: int, **extra: float | str) -> dict:
-    return {"steps": steps, "lr": 0.05, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4,
-            **extra}
-
 
 PROFILES = {
     "smoke": {
         **CONV_TEACHER["smoke"], "seeds": 1, "rank": 1, "kp_stages": [0, 1],
-        "kp": _sgd(4, 128), "student": _sgd(11, 128),
+        "kp": student_sgd(4, 128), "student": student_sgd(11, 128),
     },
     "quick": {
         # Both DK students get ``student.steps`` optimizer steps; the KP one spends ``kp.steps`` of them
         # on the pre-regression and the rest on fine-tuning.
         **CONV_TEACHER["quick"], "seeds": 3, "rank": 1, "kp_stages": [0, 1],
-        "kp": _sgd(110, 64), "student": _sgd(400, 64),
+        "kp": student_sgd(110, 64), "student": student_sgd(400, 64),
     },
     "paper": {
         **CONV_TEACHER["paper"], "seeds": 3, "rank": 2, "kp_stages": [0, 1],
-        "kp": _sgd(11719, 128), "student": _sgd(74219, 128, schedule="step"),
+        "kp": student_sgd(11719, 128), "student": student_sgd(74219, 128, schedule="step"),
     },
 }
 
@@ -173,7 +171,7 @@ def reproduce(run: Run) -> None:
             "kp_loss": kp_loss, "params": size["params"], "param_compression": size["param_compression"],
             "flops": size["flops"], "flop_reduction": size["flop_reduction"], "speedup": speedup,
         },
-        differs=(f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), "
+        differs=(f"{data_note(run)}, "
                  f"both DK students {run.config['student']['steps']} steps (KP {run.config['kp']['steps']} + "
                  f"fine-tuning {finetune}), no augmentation; "
                  "DK read as per-input-channel rank-r kernels; KP as spatial-softmax cross-entropy"),

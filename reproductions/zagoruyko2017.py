@@ -54,6 +54,10 @@ transfer. The gap is therefore taken to be the harness's (a teacher barely bette
 and a budget of a few epochs), not evidence against the method; closing it needs a stronger shared
 teacher (:mod:`atlas.harness.teachers`), which is outside this file. The record carries this as its
 ``diagnosis``.
+
+Re-examined again (2026-12-04, second session) with the shared conv teacher trained on the whole
+training set (``full_training_set``): KD now gains (+0.23 pp on seeds 100-102) and AT still loses
+3.1 pp; the diagnosis above records this.
 """
 
 from __future__ import annotations
@@ -65,24 +69,23 @@ import torch.nn.functional as F
 from atlas_reproductions.hinton2015 import distillation_loss, teacher_logits
 from torch import nn
 
-from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
-from atlas.harness.convnets import conv_student, forward_stages, train_conv_student
-from atlas.harness.teachers import CONV_TEACHER, ConvTeacherTraining, conv_teacher
+from atlas.harness import Run, reproduction
+from atlas.harness.convnets import (
+    ConvStudentProfile,
+    forward_stages,
+    record_student_claim,
+    student_metrics,
+    student_sgd,
+    train_student_net,
+)
+from atlas.harness.teachers import CONV_TEACHER, conv_teacher
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: The students besides the hard-label one: activation AT, KD, AT + KD, gradient AT.
 ALL_VARIANTS = ["at", "kd", "at_kd", "grad_at"]
 
-class StudentShape(Section):
-    chans: list[int]  # channels of the student's stages
-    per_stage: int  # conv layers per stage
-
-
-class Config(Profile):
-    conv_teacher: ConvTeacherTraining
-    student_net: StudentShape
-    student: TrainConfig  # every student's budget
+class Config(ConvStudentProfile):
     variants: list[str]  # of at, kd, at_kd, grad_at
     beta: float  # beta of the activation-based AT term beta/2 * sum_j at_loss_j (1e3, the authors' code)
     beta_grad: float  # beta_g of gradient-based AT (the term is beta_g/2 * ||J_S - J_T||)
@@ -94,17 +97,18 @@ class Config(Profile):
 DIAGNOSIS = (
     "The AT loss matches the authors' code (normalised channel mean of A², mean squared difference, "
     "beta/2 with beta = 1000, at the group outputs) and RepDistiller's, mdistiller's and torchdistill's. "
-    "On seeds 100-101 (not the published seeds) AT trails the hard-label student by 2.6 pp at the quick "
-    "budget (seed 100: 81.96 vs 84.60) and still by 1.1 pp with 4x the steps for both students (86.74 vs "
-    "87.88); AT at stages 2-3 only did not help (-3.3 pp), and beta = 100 removes the loss without a gain "
-    "(-0.10, -0.23 pp). With 4x the steps the hard-label student equals the shared teacher (87.88 vs 87.94), "
-    "so the teacher has little to transfer: the atlas takes the gap to be the harness's weak teacher and "
-    "short budget, not evidence against the method."
+    "With the shared teacher now trained on the whole training set (89.27%, 4.4 pp above the "
+    "6,000-example hard-label student, as WRN-40-1 is about 2 pp above WRN-16-1 in the paper), on seeds "
+    "100-102 (not the published seeds) KD gains +0.23 pp but AT still trails the hard-label student by "
+    "3.1 pp (-2.46, -3.20, -3.75). Earlier, with a teacher trained on the students' 6,000 examples: 4x "
+    "the steps for both students narrowed the gap to 1.1 pp (seed 100), AT at stages 2-3 only did not "
+    "help (-3.3 pp), and beta = 100 removed the loss without a gain. A weak teacher no longer explains "
+    "it: the atlas takes the gap to be AT's in a regime the paper does not test (one conv layer per "
+    "stage, a budget of about 5 epochs that leaves the hard-label student 1.8 pp below its reference), "
+    "where the extra term slows the fit of the labels; it is not evidence against the paper's CIFAR "
+    "result."
 )
 
-
-def _sgd(steps: int, batch_size: int, lr: float = 0.05, **extra: float | str) -> dict:
-    return {"steps": steps, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4, **extra}
 
 
 PROFILES = {
@@ -113,7 +117,7 @@ PROFILES = {
     # to WRN-40-1.
     "smoke": {
         **CONV_TEACHER["smoke"], "seeds": 1, "student_net": {"chans": [8, 16, 32], "per_stage": 1},
-        "student": _sgd(11, 128), "variants": ALL_VARIANTS,
+        "student": student_sgd(11, 128), "variants": ALL_VARIANTS,
         "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
     },
     "quick": {
@@ -121,14 +125,14 @@ PROFILES = {
         # and gradient AT (double back-propagation, ~3x a step) are left to the paper profile to give
         # the students a budget they converge on.
         **CONV_TEACHER["quick"], "seeds": 3, "student_net": {"chans": [12, 24, 48], "per_stage": 1},
-        "student": _sgd(450, 64), "variants": ["at", "kd"],
+        "student": student_sgd(450, 64), "variants": ["at", "kd"],
         "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
     },
     "paper": {
         # Sec. 4.1: WRN-16-1 from WRN-40-1 on CIFAR-10, 200 epochs; here a 3-conv student of the
         # full-width VGG-style teacher.
         **CONV_TEACHER["paper"], "seeds": 3, "student_net": {"chans": [64, 128, 256], "per_stage": 1},
-        "student": _sgd(78125, 128, lr=0.1, schedule="step"), "variants": ALL_VARIANTS,
+        "student": student_sgd(78125, 128, lr=0.1, schedule="step"), "variants": ALL_VARIANTS,
         "beta": 1000.0, "beta_grad": 1.0, "temperature": 4.0, "alpha": 0.9,
     },
 }
@@ -213,8 +217,6 @@ def kd_loss(run: Run, teacher_out: torch.Tensor) -> LossFn:
 
 @reproduction("zagoruyko2017", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
-    data = run.dataset()
-    net = run.config["student_net"]
     teacher = conv_teacher(run)
     logits = teacher_logits(run, teacher)
     maps = teacher_attention(run, teacher)
@@ -222,41 +224,19 @@ def reproduce(run: Run) -> None:
     if "at" not in variants:
         raise ValueError("the 'at' student is the claim's")
 
-    def student(desc: str, loss_fn: LossFn | None = None) -> nn.Module:
-        return train_conv_student(run, conv_student(run, net["chans"], net["per_stage"]), desc, loss_fn=loss_fn)
-
     losses: dict[str, tuple[str, Callable[[], LossFn]]] = {
         "at": ("student (activation AT)", lambda: activation_at_loss(run, maps)),
         "kd": ("student (KD)", lambda: kd_loss(run, logits)),
         "at_kd": ("student (AT + KD)", lambda: activation_at_loss(run, maps, logits)),
         "grad_at": ("student (gradient AT)", lambda: gradient_at_loss(run, teacher_input_gradients(run, teacher))),
     }
-    models = {"hard": student("student (hard labels)")}
+    models = {"hard": train_student_net(run, "student (hard labels)")}
     for name in variants:
         desc, make = losses[name]
-        models[name] = student(desc, make())
+        models[name] = train_student_net(run, desc, make())
 
-    acc = {name: run.accuracy(m, data.test) for name, m in models.items()}
-    metrics = {
-        "teacher_accuracy": run.accuracy(teacher, data.test), "student_accuracy": acc["hard"],
-        "accuracy": acc["at"], "distillation_gain_pp": acc["at"] - acc["hard"],
-        "param_compression": measure.count_params(teacher) / measure.count_params(models["at"]),
-    }
-    for name in variants:
-        if name != "at":
-            label = {"grad_at": "gradient_at"}.get(name, name)
-            metrics[f"{label}_accuracy"] = acc[name]
-            metrics[f"{label}_gain_pp"] = acc[name] - acc["hard"]
-    run.record(
-        "cifar10-at",
-        model=(f"teacher vgg-small x{run.config['conv_teacher']['width']} (6 conv) -> student 3 conv "
-               f"{'-'.join(map(str, net['chans']))}"),
-        metrics=metrics,
-        differs=(f"{run.config['dataset']} (train_limit {run.config.get('train_limit')}), "
-                 f"{run.config['student']['steps']} student steps, no augmentation; VGG-style conv nets "
-                 "instead of wide ResNets; AT at the 3 stage outputs"),
+    record_student_claim(
+        run, "cifar10-at", student_metrics(run, teacher, models, "at", labels={"grad_at": "gradient_at"}),
+        differs="VGG-style conv nets instead of wide ResNets; AT at the 3 stage outputs",
         diagnosis=DIAGNOSIS,
-        # The gain is over the hard-label student: the model whose convergence the verdict checks.
-        baseline=("staged-conv", "student_accuracy"),
-        baseline_spec={"chans": list(net["chans"]), "per_stage": net["per_stage"]},
     )

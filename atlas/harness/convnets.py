@@ -10,12 +10,39 @@ A *staged* net has a ``features`` sequence in which every 2x2 max pool closes a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from atlas.harness import measure
 from atlas.harness.models import ConvNet
+from atlas.harness.profiles import Profile, Section
 from atlas.harness.run import Run
+from atlas.harness.teachers import ConvTeacherTraining
+from atlas.harness.training import TrainConfig
+
+
+class ConvStudentShape(Section):
+    """The ``student_net`` section: a :class:`~atlas.harness.models.ConvNet` student's shape."""
+
+    chans: list[int]  # channels of the student's stages
+    per_stage: int  # conv layers per stage
+
+
+class ConvStudentProfile(Profile):
+    """The sections every paper that distils the shared conv teacher into one staged-conv student
+    declares; a paper's ``Config`` adds its method's own keys."""
+
+    conv_teacher: ConvTeacherTraining
+    student_net: ConvStudentShape
+    student: TrainConfig  # every student's budget
+
+
+def student_sgd(steps: int, batch_size: int, lr: float = 0.05, **extra: float | str) -> dict[str, Any]:
+    """A conv student's training section: SGD (momentum 0.9) with weight decay 5e-4, the recipe of the
+    CIFAR papers; ``extra`` sets other :class:`~atlas.harness.training.TrainConfig` fields."""
+    return {"steps": steps, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "weight_decay": 5e-4, **extra}
 
 
 def conv_student(run: Run, chans: Sequence[int], per_stage: int) -> ConvNet:
@@ -96,6 +123,15 @@ def train_conv_student(run: Run, student: nn.Module, desc: str,
     return run.train(student, run.dataset().train, cfg, desc=desc, **hooks)
 
 
+
+def train_student_net(run: Run, desc: str,
+                      loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+                      | None = None) -> nn.Module:
+    """A fresh student of the run's ``student_net`` shape, trained with the ``student`` budget
+    (:func:`train_conv_student`)."""
+    net = run.config["student_net"]
+    return train_conv_student(run, conv_student(run, net["chans"], net["per_stage"]), desc, loss_fn=loss_fn)
+
 def remaining_steps(run: Run, first_stage: str) -> int:
     """The steps left of the ``student`` budget after a first stage of ``first_stage`` steps: a
     two-stage student gets the same number of optimizer steps in all as the one-stage students."""
@@ -103,3 +139,52 @@ def remaining_steps(run: Run, first_stage: str) -> int:
     if first >= total:
         raise ValueError(f"'{first_stage}' steps ({first}) must be fewer than the student's ({total})")
     return total - first
+
+
+def student_metrics(run: Run, teacher: nn.Module, students: dict[str, nn.Module], method: str,
+                    labels: dict[str, str] | None = None) -> dict[str, float]:
+    """The test accuracies of the teacher and of ``students`` (``"hard"``: the hard-label student), as
+    every one-student distillation claim records them: ``student_accuracy`` (hard labels), ``accuracy``
+    and ``distillation_gain_pp`` of the ``method`` student, ``param_compression``, and
+    ``<label>_accuracy`` / ``<label>_gain_pp`` of every other student (``labels`` renames some)."""
+    test = run.dataset().test
+    acc = {name: run.accuracy(model, test) for name, model in students.items()}
+    metrics = {
+        "teacher_accuracy": run.accuracy(teacher, test), "student_accuracy": acc["hard"],
+        "accuracy": acc[method], "distillation_gain_pp": acc[method] - acc["hard"],
+        "param_compression": measure.count_params(teacher) / measure.count_params(students[method]),
+    }
+    for name, value in acc.items():
+        if name not in ("hard", method):
+            label = (labels or {}).get(name, name)
+            metrics[f"{label}_accuracy"] = value
+            metrics[f"{label}_gain_pp"] = value - acc["hard"]
+    return metrics
+
+
+def data_note(run: Run) -> str:
+    """The data of the run's teacher and students, for a record's ``differs``: e.g. ``fashion-mnist
+    (the teacher on the whole training set, the students on train_limit 6000)``."""
+    cfg = run.config
+    limit = f"train_limit {cfg.get('train_limit')}"
+    if cfg["conv_teacher"]["full_training_set"] and cfg.get("train_limit") is not None:
+        return f"{cfg['dataset']} (the teacher on the whole training set, the students on {limit})"
+    return f"{cfg['dataset']} ({limit})"
+
+
+def record_student_claim(run: Run, claim: str, metrics: dict[str, float], *, differs: str,
+                         diagnosis: str = "") -> None:
+    """Record a one-student claim of the run's ``student_net`` against the shared conv teacher, its
+    gain measured over the hard-label student: the baseline whose convergence the verdict checks."""
+    cfg, net = run.config, run.config["student_net"]
+    teacher = cfg["conv_teacher"]
+    run.record(
+        claim,
+        model=(f"teacher {teacher['arch']} x{teacher['width']} -> student {len(net['chans']) * net['per_stage']} "
+               f"conv {'-'.join(map(str, net['chans']))}"),
+        metrics=metrics,
+        differs=f"{data_note(run)}, {cfg['student']['steps']} student steps, no augmentation; {differs}",
+        diagnosis=diagnosis,
+        baseline=("staged-conv", "student_accuracy"),
+        baseline_spec={"chans": list(net["chans"]), "per_stage": net["per_stage"]},
+    )

@@ -183,6 +183,27 @@ _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz")
 
+
+#: The published SHA-256 of every IDX file, as ``sha256sum`` prints them (set/file).
+_IDX_SHA256SUMS = """
+b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7  fashion-mnist/train-images-idx3-ubyte.gz
+0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056  fashion-mnist/train-labels-idx1-ubyte.gz
+cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa  fashion-mnist/t10k-images-idx3-ubyte.gz
+8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05  fashion-mnist/t10k-labels-idx1-ubyte.gz
+440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609  mnist/train-images-idx3-ubyte.gz
+3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c  mnist/train-labels-idx1-ubyte.gz
+8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6  mnist/t10k-images-idx3-ubyte.gz
+f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6  mnist/t10k-labels-idx1-ubyte.gz
+"""
+
+
+def _idx_set(name: str, description: str, base_url: str, how_to_get: str) -> DatasetSpec:
+    """A 28x28 set in the four IDX files of MNIST's layout, each checked against its published SHA-256."""
+    sums = dict(reversed(line.split()) for line in _IDX_SHA256SUMS.strip().splitlines())
+    files = tuple(RemoteFile(n, base_url + n, sha256=sums[f"{name}/{n}"]) for n in _IDX)
+    return DatasetSpec(name, description, files, _parse_idx_set, how_to_get=how_to_get)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -190,28 +211,10 @@ DATASETS: dict[str, DatasetSpec] = {
             "digits", "scikit-learn's 8x8 handwritten digits (embedded; the smallest set)", (), None,
             builtin=_digits, how_to_get="ships inside scikit-learn", input_shape=(1, 8, 8),
         ),
-        DatasetSpec(
-            "fashion-mnist", "Fashion-MNIST (Xiao et al. 2017), 60k/10k 28x28 grey images",
-            tuple(RemoteFile(n, _FASHION_URL + n, sha256=s) for n, s in zip(_IDX, (
-                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-            ), strict=True)),
-            _parse_idx_set,
-            how_to_get="on Debian: apt-get install dataset-fashion-mnist; elsewhere: --download",
-        ),
-        DatasetSpec(
-            "mnist", "MNIST (LeCun et al. 1998), 60k/10k 28x28 grey digits",
-            tuple(RemoteFile(n, _MNIST_URL + n, sha256=s) for n, s in zip(_IDX, (
-                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-            ), strict=True)),
-            _parse_idx_set,
-            how_to_get="--download, or put the four IDX .gz files in DATA_DIR/mnist",
-        ),
+        _idx_set("fashion-mnist", "Fashion-MNIST (Xiao et al. 2017), 60k/10k 28x28 grey images", _FASHION_URL,
+                 how_to_get="on Debian: apt-get install dataset-fashion-mnist; elsewhere: --download"),
+        _idx_set("mnist", "MNIST (LeCun et al. 1998), 60k/10k 28x28 grey digits", _MNIST_URL,
+                 how_to_get="--download, or put the four IDX .gz files in DATA_DIR/mnist"),
         DatasetSpec(
             "cifar10", "CIFAR-10 (Krizhevsky 2009), 50k/10k 32x32 colour images",
             (RemoteFile("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",

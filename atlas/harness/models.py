@@ -49,27 +49,6 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-class VGGSmall(nn.Module):
-    """A small VGG-style CIFAR network: three stages of two 3x3 conv-BN-ReLU layers and a max pool,
-    then a linear classifier. ``width`` scales the channels (64-128-256 at width 1)."""
-
-    def __init__(self, input_shape: Sequence[int], num_classes: int, width: float = 1.0) -> None:
-        super().__init__()
-        c = input_shape[0]
-        chans = [max(4, int(round(k * width))) for k in (64, 128, 256)]
-        layers: list[nn.Module] = []
-        for out in chans:
-            for _ in range(2):
-                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
-                c = out
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
 class ConvNet(nn.Module):
     """A plain conv net in stages: each stage is ``per_stage`` 3x3 conv-BN-ReLU layers of ``chans[i]``
     channels, then a 2x2 max pool; global average pooling and a linear classifier. Thin (few
@@ -91,6 +70,14 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def vgg_small(input_shape: Sequence[int], num_classes: int, width: float = 1.0) -> ConvNet:
+    """A small VGG-style CIFAR network: three stages of two 3x3 conv-BN-ReLU layers and a max pool,
+    then a linear classifier (a :class:`ConvNet` with two layers per stage). ``width`` scales the
+    channels (64-128-256 at width 1)."""
+    chans = [max(4, int(round(k * width))) for k in (64, 128, 256)]
+    return ConvNet(input_shape, num_classes, chans=chans, per_stage=2)
 
 
 class BasicBlock(nn.Module):
@@ -139,7 +126,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "hinton-teacher": lambda shape, k, **kw: MLP(shape, k, (1200, 1200), **kw),  # 784-1200-1200-10
     "hinton-student": lambda shape, k, **kw: MLP(shape, k, (800, 800), **kw),  # 784-800-800-10
     "mlp": MLP,
-    "vgg-small": VGGSmall,
+    "vgg-small": vgg_small,
     "staged-conv": ConvNet,  # the thin / shallow students of the feature-based distillation papers
     "resnet-20": lambda shape, k, **kw: ResNetCifar(shape, k, depth=20, **kw),
     "resnet": ResNetCifar,

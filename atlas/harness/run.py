@@ -139,19 +139,21 @@ class Run:
         self.generator = training.seed_everything(self.seed)
 
     # ------------------------------------------------------------------------------------ data
-    def dataset(self, name: str | None = None) -> Dataset:
+    def dataset(self, name: str | None = None, *, full_train: bool = False) -> Dataset:
         """The profile's data set (``config['dataset']``, or ``name``), limited to
-        ``config['train_limit']`` / ``config['test_limit']`` examples where the profile says so."""
+        ``config['train_limit']`` / ``config['test_limit']`` examples where the profile says so.
+        ``full_train``: the training set without the profile's ``train_limit`` (a user's
+        ``--train-size`` still applies): the data of a teacher that has seen more than its students."""
         name = name or self.config["dataset"]
-        limits = self._limits()
+        limits = self._limits(full_train)
         cache_key = (name, str(self.data_dir), *limits)
         if cache_key not in _DATASET_CACHE:
             full = data_mod.load_dataset(name, data_dir=self.data_dir, allow_download=self.allow_download)
             _DATASET_CACHE[cache_key] = full.limited(*limits)
         return _DATASET_CACHE[cache_key]
 
-    def _limits(self) -> tuple[int | None, int | None]:
-        train = self.config.get("train_limit")
+    def _limits(self, full_train: bool = False) -> tuple[int | None, int | None]:
+        train = None if full_train else self.config.get("train_limit")
         if self.train_size is not None:
             train = self.train_size if train is None else min(train, self.train_size)
         return train, self.config.get("test_limit")
