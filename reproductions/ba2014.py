@@ -47,7 +47,8 @@ from pydantic import PositiveInt
 from torch import nn
 
 from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
-from atlas.harness.teachers import MLP_TEACHER, MLPTeacherTraining, mlp_teacher
+from atlas.harness.teachers import MLP_TEACHER, MLPTeacherTraining, mlp_teacher, student_metrics
+from atlas.harness.training import LossFn, against_targets
 
 
 class Shallow(Section):
@@ -113,31 +114,25 @@ def shallow_net(run: Run) -> nn.Module:
     return ShallowNet(data.input_shape, data.num_classes, **run.config["shallow"]).to(run.device)
 
 
-def train_on_labels(run: Run) -> nn.Module:
-    """The same shallow net trained on the hard labels (cross-entropy): the paper's SNN baseline."""
-    return run.train(shallow_net(run), run.dataset().train, run.train_config("student"), desc="shallow (labels)")
+def train_shallow(run: Run, desc: str, loss_fn: LossFn | None = None) -> nn.Module:
+    """A fresh :func:`shallow_net` trained with the ``student`` budget: on the hard labels
+    (cross-entropy, the paper's SNN baseline), or with ``loss_fn`` (:func:`mimic_objective`)."""
+    hooks = {} if loss_fn is None else {"loss_fn": loss_fn}
+    return run.train(shallow_net(run), run.dataset().train, run.train_config("student"), desc=desc, **hooks)
 
 
-def train_mimic(run: Run, logits: torch.Tensor) -> nn.Module:
-    """The shallow mimic net: L2 regression on the teacher's logits over the transfer set."""
-    logits = logits.to(run.device)
-
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return mimic_loss(model(x), logits[idx])
-
-    return run.train(shallow_net(run), run.dataset().train, run.train_config("student"), desc="shallow (mimic)",
-                     loss_fn=loss)
+def mimic_objective(run: Run, logits: torch.Tensor) -> LossFn:
+    """The mimic net's objective: L2 regression on the teacher's logits over the transfer set."""
+    return against_targets(logits.to(run.device), lambda out, target, y: mimic_loss(out, target))
 
 
 @reproduction("ba2014", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
     data = run.dataset()
     teacher = mlp_teacher(run)
-    labels_net = train_on_labels(run)
-    mimic_net = train_mimic(run, run.predict(teacher, data.train))
-    acc_teacher = run.accuracy(teacher, data.test)
-    acc_labels = run.accuracy(labels_net, data.test)
-    acc_mimic = run.accuracy(mimic_net, data.test)
+    students = {"hard": train_shallow(run, "shallow (labels)"),
+                "mimic": train_shallow(run, "shallow (mimic)", mimic_objective(run, run.predict(teacher, data.train)))}
+    mimic_net = students["mimic"]
     with torch.no_grad():
         l2 = mimic_loss(run.predict(mimic_net, data.test), run.predict(teacher, data.test)).item()
     shallow = run.config["shallow"]
@@ -146,10 +141,7 @@ def reproduce(run: Run) -> None:
         model=f"deep MLP 1200-1200 teacher -> shallow {shallow['hidden']} ReLU "
               f"(linear bottleneck {shallow.get('bottleneck')})",
         metrics={
-            "teacher_accuracy": acc_teacher,
-            "student_accuracy": acc_labels,
-            "accuracy": acc_mimic,
-            "distillation_gain_pp": acc_mimic - acc_labels,
+            **student_metrics(run, teacher, students, "mimic"),
             "mimic_l2": l2,
             "params_student": measure.count_params(mimic_net),
             "params_teacher": measure.count_params(teacher),

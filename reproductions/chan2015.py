@@ -42,6 +42,8 @@ from pydantic import PositiveInt
 from torch import nn
 
 from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
+from atlas.harness.teachers import student_metrics
+from atlas.harness.training import against_targets
 
 
 class RNNTeacher(TrainConfig):
@@ -139,11 +141,8 @@ def train_dnn_hard(run: Run) -> nn.Module:
 
 def train_dnn_soft(run: Run, rnn_logits: torch.Tensor) -> nn.Module:
     """The DNN trained on the RNN's posteriors with KL(p_RNN || p_DNN) alone (T = 1, no hard term)."""
-    rnn_logits = rnn_logits.to(run.device)
-
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(model(x), rnn_logits[idx], y, temperature=1.0, soft_weight=1.0)
-
+    loss = against_targets(rnn_logits.to(run.device), lambda out, target, y: distillation_loss(
+        out, target, y, temperature=1.0, soft_weight=1.0))
     return run.train(dnn(run), run.dataset().train, run.train_config("student"), desc="DNN (soft RNN targets)",
                      loss_fn=loss)
 
@@ -152,23 +151,16 @@ def train_dnn_soft(run: Run, rnn_logits: torch.Tensor) -> nn.Module:
 def reproduce(run: Run) -> None:
     data = run.dataset()
     rnn = train_rnn_teacher(run)
-    hard = train_dnn_hard(run)
-    soft = train_dnn_soft(run, run.predict(rnn, data.train))
-    acc_rnn = run.accuracy(rnn, data.test)
-    acc_hard = run.accuracy(hard, data.test)
-    acc_soft = run.accuracy(soft, data.test)
+    students = {"hard": train_dnn_hard(run), "soft": train_dnn_soft(run, run.predict(rnn, data.train))}
     cfg = run.config
     run.record(
         "wsj-dnn",
         model=f"{cfg['rnn']['cell'].upper()}-{cfg['rnn']['hidden']} over image rows -> "
               f"MLP {'-'.join(map(str, cfg['dnn']['hidden']))}",
         metrics={
-            "teacher_accuracy": acc_rnn,
-            "student_accuracy": acc_hard,
-            "accuracy": acc_soft,
-            "distillation_gain_pp": acc_soft - acc_hard,
+            **student_metrics(run, rnn, students, "soft"),
             "params_teacher": measure.count_params(rnn),
-            "params_student": measure.count_params(soft),
+            "params_student": measure.count_params(students["soft"]),
         },
         baseline=("mlp", "student_accuracy"), baseline_spec={"hidden": list(cfg["dnn"]["hidden"])},
         differs="row-sequence image classification instead of speech (one label per sequence: the RNN's "

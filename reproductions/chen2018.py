@@ -94,17 +94,18 @@ from atlas.harness.data import Split
 from atlas.harness.models import MLP
 
 #: What was checked and measured for the quick record's verdict (issue 11).
-DIAGNOSIS = (
-    "The soft loss matches the authors' released code (Plackett-Luce over the permutations of the teacher's "
-    "top-4 neighbours), but the first records scored retrieval on the raw embedding, whose norm only the "
-    "softmax shapes, while the losses and the released test use the L2-normalised one; that harness bug is "
-    "fixed (on seed 100 it turns the soft student's (weight 0.3) R@1 from 1.15 pp below the plain student to 0.40 pp "
-    "above). On seeds 100-102 after the fix the DarkRank student's gain is -0.37 pp R@1 [-1.30, 0.57] and "
-    "+0.05 pp mAP [-0.87, 0.96], with the transfer weight chosen on a validation split (0.1 on every seed): "
-    "too small to decide. The analogue bounds what any transfer can add: the MLP teacher leads the student by "
-    "only 1.4 pp R@1 (3.1 pp mAP), and training it 4x longer does not widen the lead (it overfits the "
-    "6,000 images), whereas the paper transfers from a much larger Inception-BN teacher to a NIN-BN student."
-)
+DIAGNOSIS = """
+The soft loss matches the authors' released code (Plackett-Luce over the permutations of the
+teacher's top-4 neighbours), but the first records scored retrieval on the raw embedding, whose norm
+only the softmax shapes, while the losses and the released test use the L2-normalised one; that
+harness bug is fixed (on seed 100 it turns the soft student's (weight 0.3) R@1 from 1.15 pp below
+the plain student to 0.40 pp above). On seeds 100-102 after the fix the DarkRank student's gain is
+-0.37 pp R@1 [-1.30, 0.57] and +0.05 pp mAP [-0.87, 0.96], with the transfer weight chosen on a
+validation split (0.1 on every seed): too small to decide. The analogue bounds what any transfer can
+add: the MLP teacher leads the student by only 1.4 pp R@1 (3.1 pp mAP), and training it 4x longer
+does not widen the lead (it overfits the 6,000 images), whereas the paper transfers from a much
+larger Inception-BN teacher to a NIN-BN student.
+"""
 
 
 class EmbeddingTraining(TrainConfig):

@@ -96,16 +96,20 @@ def _sgd(steps: int, lr: float, batch_size: int) -> dict:
             "schedule": "cosine"}
 
 
+
+def _pipeline(dense: dict, rounds: int, retrain: dict, keep: dict, **extra: bool) -> dict:
+    """One architecture's pipeline: dense training, ``rounds`` prune/retrain rounds, the kept fractions."""
+    return {"dense": dense, "rounds": rounds, "retrain": retrain, "keep": keep, **extra}
+
+
 # Budgets are optimizer steps. ``retrain.steps`` is per prune/retrain round. ``dense_per_seed: False``
 # trains one dense model for all seeds (cached once); pruning, retraining and the control stay per seed.
 PROFILES = {
     "smoke": {
         "dataset": "digits", "seeds": 2,
         "archs": {
-            "lenet-300-100": {"dense": _sgd(90, 0.05, 64), "rounds": 2, "retrain": _sgd(22, 0.01, 64),
-                              "keep": KEEP_LENET_300_100},
-            "lenet-5": {"dense": _sgd(45, 0.05, 64), "rounds": 2, "retrain": _sgd(22, 0.03, 64),
-                        "keep": KEEP_LENET_5, "dense_per_seed": False},
+            "lenet-300-100": _pipeline(_sgd(90, 0.05, 64), 2, _sgd(22, 0.01, 64), KEEP_LENET_300_100),
+            "lenet-5": _pipeline(_sgd(45, 0.05, 64), 2, _sgd(22, 0.03, 64), KEEP_LENET_5, dense_per_seed=False),
         },
     },
     "quick": {
@@ -114,8 +118,7 @@ PROFILES = {
         # of a quick profile; LeNet-5 is measured by the smoke (digits) and paper profiles.
         "dataset": "fashion-mnist", "seeds": 5,
         "archs": {
-            "lenet-300-100": {"dense": _sgd(3000, 0.05, 128), "rounds": 3, "retrain": _sgd(500, 0.05, 128),
-                              "keep": KEEP_LENET_300_100},
+            "lenet-300-100": _pipeline(_sgd(3000, 0.05, 128), 3, _sgd(500, 0.05, 128), KEEP_LENET_300_100),
         },
     },
     "paper": {
@@ -124,10 +127,8 @@ PROFILES = {
         # 18750 steps, 10 epochs = 9375 steps per round.
         "dataset": "mnist", "seeds": 5,
         "archs": {
-            "lenet-300-100": {"dense": _sgd(18750, 0.01, 64), "rounds": 5, "retrain": _sgd(9375, 0.001, 64),
-                              "keep": KEEP_LENET_300_100},
-            "lenet-5": {"dense": _sgd(18750, 0.01, 64), "rounds": 5, "retrain": _sgd(9375, 0.001, 64),
-                        "keep": KEEP_LENET_5},
+            "lenet-300-100": _pipeline(_sgd(18750, 0.01, 64), 5, _sgd(9375, 0.001, 64), KEEP_LENET_300_100),
+            "lenet-5": _pipeline(_sgd(18750, 0.01, 64), 5, _sgd(9375, 0.001, 64), KEEP_LENET_5),
         },
     },
 }

@@ -62,6 +62,7 @@ from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduct
 from atlas.harness.data import Dataset, Split
 from atlas.harness.run import stable_hash
 from atlas.harness.teachers import MLP_TEACHER, MLPTeacherTraining, mlp_teacher
+from atlas.harness.training import against_targets
 
 
 class SmallData(Section):
@@ -168,11 +169,8 @@ def distil(run: Run, teacher_out: torch.Tensor, arch: str = "hinton-student", da
     from the same initial weights and data order as :func:`train_student_hard`."""
     data = data or run.dataset()
     temperature, weight = run.config["temperature"], run.config["soft_weight"]
-    teacher_out = teacher_out.to(run.device)
-
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(model(x), teacher_out[idx], y, temperature, weight)
-
+    loss = against_targets(teacher_out.to(run.device), lambda out, target, y: distillation_loss(
+        out, target, y, temperature, weight))
     run.reseed("student")
     student = run.model(arch, data, **kwargs)
     return run.train(student, data.train, run.train_config("student"), desc="student (distilled)",

@@ -98,19 +98,19 @@ RULES: tuple[tuple[str, tuple[int, ...]], ...] = (
 
 
 #: Why the atlas believes its "not reproduced" is the harness's analogue, not the method (issue 11).
-DIAGNOSIS = (
-    "The projection q = p*exp(-C*sum(lambda*(1-r))), the loss (1-pi)*CE(y,p) + pi*CE(q,p), the schedule "
-    "pi = min(1, 1-0.95^t) and C = 6, lambda = 1 match the authors' released code, and the net without "
-    "rules converged (84.3 % on seeds 100-102, reference 84.0 %). On seeds 100-102 the student p loses "
-    "0.17 pp [-0.29, -0.06] and the teacher q 0.51 pp [-0.66, -0.36], and the same rules applied at test "
-    "time to the net trained without them already lose 0.33 pp: on seed 100 they fire on 5,218 test "
-    "images, 149 of which truly belong to a class the rule excludes, while the net wrongly predicts an "
-    "excluded class on only 35, so q fixes 39 predictions and breaks 77 (C = 1: 8 and 30; with 1,000 "
-    "training images: 45 and 58). The atlas believes the gap is its analogue's, not the method's: its "
-    "pixel-shape rules on Fashion-MNIST are less reliable than what the MLP already learns where they "
-    "fire, whereas the paper's premise is that its A-but-B rule encodes linguistic knowledge the data "
-    "alone does not teach a sentence CNN, and the harness has no text task to test that rule on."
-)
+DIAGNOSIS = """
+The projection q = p*exp(-C*sum(lambda*(1-r))), the loss (1-pi)*CE(y,p) + pi*CE(q,p), the schedule
+pi = min(1, 1-0.95^t) and C = 6, lambda = 1 match the authors' released code, and the net without
+rules converged (84.3 % on seeds 100-102, reference 84.0 %). On seeds 100-102 the student p loses
+0.17 pp [-0.29, -0.06] and the teacher q 0.51 pp [-0.66, -0.36], and the same rules applied at test
+time to the net trained without them already lose 0.33 pp: on seed 100 they fire on 5,218 test
+images, 149 of which truly belong to a class the rule excludes, while the net wrongly predicts an
+excluded class on only 35, so q fixes 39 predictions and breaks 77 (C = 1: 8 and 30; with 1,000
+training images: 45 and 58). The atlas believes the gap is its analogue's, not the method's: its
+pixel-shape rules on Fashion-MNIST are less reliable than what the MLP already learns where they
+fire, whereas the paper's premise is that its A-but-B rule encodes linguistic knowledge the data
+alone does not teach a sentence CNN, and the harness has no text task to test that rule on.
+"""
 
 
 class Config(Profile):

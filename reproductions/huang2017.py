@@ -65,12 +65,11 @@ from atlas.harness.convnets import (
     forward_stages,
     record_student_claim,
     stage_channels,
-    student_metrics,
     student_sgd,
     teacher_stage_outputs,
     train_student_net,
 )
-from atlas.harness.teachers import CONV_TEACHER, conv_teacher
+from atlas.harness.teachers import CONV_TEACHER, conv_teacher, student_metrics
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -82,17 +81,17 @@ class Config(ConvStudentProfile):
 
 
 #: Why the atlas does not take its "not reproduced" as the paper's; shown beside the verdict.
-DIAGNOSIS = (
-    "MMD² with the poly kernel (d = 2, c = 0) over L2-normalised channels matches the paper and "
-    "RepDistiller's and mdistiller's NSTLoss. With the shared teacher now trained on the whole training "
-    "set (89.27%, 4.4 pp above the 6,000-example hard-label student, as WRN-40-1 is about 2 pp above "
-    "WRN-16-1 in the paper), on seeds 100-102 (not the published seeds) NST trails the hard-label student "
-    "by 0.54 pp (-0.58, -0.75, -0.29) and NST + KD by 0.26 pp, while KD alone gains +0.20 pp. Earlier, "
-    "with a teacher trained on the students' 6,000 examples, 2x the steps for every student (seed 100) "
-    "left NST 0.75 pp behind. The atlas takes the gap to be NST's at a budget far from convergence (the "
-    "hard-label student is 1.5 pp below its reference), where the extra term slows the fit of the labels; "
-    "the paper's ImageNet students train to convergence, so this is not evidence against its claim."
-)
+DIAGNOSIS = """
+MMD² with the poly kernel (d = 2, c = 0) over L2-normalised channels matches the paper and
+RepDistiller's and mdistiller's NSTLoss. With the shared teacher now trained on the whole training
+set (89.27%, 4.4 pp above the 6,000-example hard-label student, as WRN-40-1 is about 2 pp above
+WRN-16-1 in the paper), on seeds 100-102 (not the published seeds) NST trails the hard-label student
+by 0.54 pp (-0.58, -0.75, -0.29) and NST + KD by 0.26 pp, while KD alone gains +0.20 pp. Earlier,
+with a teacher trained on the students' 6,000 examples, 2x the steps for every student (seed 100)
+left NST 0.75 pp behind. The atlas takes the gap to be NST's at a budget far from convergence (the
+hard-label student is 1.5 pp below its reference), where the extra term slows the fit of the labels;
+the paper's ImageNet students train to convergence, so this is not evidence against its claim.
+"""
 
 
 

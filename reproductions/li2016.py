@@ -184,9 +184,7 @@ def reproduce(run: Run) -> None:
         "mnist-lenet5",
         model=f"LeNet-5 (20C5-MP2-50C5-MP2-500FC-10) at width {width:g}, all conv/fc layers ternary",
         metrics={
-            "baseline_accuracy": base_acc,
-            "accuracy": acc,
-            "accuracy_change_pp": acc - base_acc,
+            **measure.accuracy_change(base_acc, acc),
             "params": measure.count_params(twn),
             "storage_bits": bits,
             "storage_compression": measure.dense_bits(baseline) / bits,

@@ -57,6 +57,7 @@ from atlas.harness import Profile, Run, TrainConfig, measure, reproduction
 from atlas.harness.data import Split
 from atlas.harness.models import MLP
 from atlas.harness.teachers import MLP_TEACHER, MLPTeacherTraining, mlp_teacher
+from atlas.harness.training import against_targets
 
 
 class Config(Profile):
@@ -177,11 +178,7 @@ def train_on_neurons(run: Run, targets: torch.Tensor) -> NeuronStudent:
     fitted on the (frozen) student's representation with the labels."""
     data = run.dataset()
     student = NeuronStudent(run, targets.shape[1]).to(run.device)
-    targets = targets.to(run.device)
-
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return neuron_loss(model(x), targets[idx])
-
+    loss = against_targets(targets.to(run.device), lambda out, target, y: neuron_loss(out, target))
     run.train(student.body, data.train, run.train_config("student"), desc="student (selected neurons)",
               loss_fn=loss)
     features = Split(run.predict(student.body, data.train), data.train.y)

@@ -101,18 +101,18 @@ class Config(Profile):
 
 
 #: Why the atlas does not take its "not reproduced" as the paper's; shown beside the verdict.
-DIAGNOSIS = (
-    "The two stages follow the paper (L2 hint loss through a conv regressor with ReLU, then KD with "
-    "lambda annealed 4 -> 1); RepDistiller and mdistiller train the hint jointly with CE instead. With "
-    "the shared teacher now trained on the whole training set (89.27%, 4.4 pp above the 6,000-example "
-    "hard-label student, as WRN-40-1 is about 2 pp above WRN-16-1 in the paper), on seeds 100-102 (not "
-    "the published seeds) KD gains +1.5 pp (2.68, 1.83, 0.00) on the thin 9-conv student but the FitNet "
-    "trails the hard-label student by 2.5 pp (-3.06, -2.67, -1.76). Earlier (seed 100, weaker teacher) "
-    "giving stage 2 the full 320 steps after the hints halved the gap: the quick profile's split of a "
-    "budget far from convergence costs the FitNet its KD steps. The atlas takes the gap to be the "
-    "two-stage method's at a budget of about 3 epochs, where the paper trains each stage to convergence; "
-    "it is not evidence against the paper's CIFAR-10 and MNIST results."
-)
+DIAGNOSIS = """
+The two stages follow the paper (L2 hint loss through a conv regressor with ReLU, then KD with
+lambda annealed 4 -> 1); RepDistiller and mdistiller train the hint jointly with CE instead. With
+the shared teacher now trained on the whole training set (89.27%, 4.4 pp above the 6,000-example
+hard-label student, as WRN-40-1 is about 2 pp above WRN-16-1 in the paper), on seeds 100-102 (not
+the published seeds) KD gains +1.5 pp (2.68, 1.83, 0.00) on the thin 9-conv student but the FitNet
+trails the hard-label student by 2.5 pp (-3.06, -2.67, -1.76). Earlier (seed 100, weaker teacher)
+giving stage 2 the full 320 steps after the hints halved the gap: the quick profile's split of a
+budget far from convergence costs the FitNet its KD steps. The atlas takes the gap to be the
+two-stage method's at a budget of about 3 epochs, where the paper trains each stage to convergence;
+it is not evidence against the paper's CIFAR-10 and MNIST results.
+"""
 
 
 

@@ -292,17 +292,17 @@ def removal_curve(run: Run, dense: nn.Module, layer: int, merges: list[tuple[int
 
 
 #: Why the atlas publishes "not reproduced" for the 85% claim; shown beside the verdict.
-DIAGNOSIS = (
-    "The saliency and surgery were checked against the derivation (merging two identical neurons leaves "
-    "the output unchanged exactly; a unit test holds it). The method beats both controls by a wide margin "
-    "(17-18 pp more accuracy than removing as many neurons at random or by weight magnitude, about 7 pp of "
-    "it from the surgery), but removing the abstract's 85% of the parameters without retraining costs "
-    "about 12 pp on this harness's LeNet-300-100 (within 1 pp it removes 50-55%). On seed 0 the same "
-    "network trained with dropout 0.5 lost only 2.6 pp at 85% (13.3 pp random): removal is free only where "
-    "the trained layer holds near-duplicate neurons. The paper's body (its network and training) could not "
-    "be read here, so the gap is the method's on a network trained without dropout, not a refutation of "
-    "the paper's network."
-)
+DIAGNOSIS = """
+The saliency and surgery were checked against the derivation (merging two identical neurons leaves
+the output unchanged exactly; a unit test holds it). The method beats both controls by a wide margin
+(17-18 pp more accuracy than removing as many neurons at random or by weight magnitude, about 7 pp
+of it from the surgery), but removing the abstract's 85% of the parameters without retraining costs
+about 12 pp on this harness's LeNet-300-100 (within 1 pp it removes 50-55%). On seed 0 the same
+network trained with dropout 0.5 lost only 2.6 pp at 85% (13.3 pp random): removal is free only
+where the trained layer holds near-duplicate neurons. The paper's body (its network and training)
+could not be read here, so the gap is the method's on a network trained without dropout, not a
+refutation of the paper's network.
+"""
 
 @reproduction("srinivas2015", profiles=PROFILES, config=Config)
 def reproduce(run: Run) -> None:
@@ -331,9 +331,7 @@ def reproduce(run: Run) -> None:
         "mnist-fc",
         model=f"{cfg['model']}: {k} of the {first.out_features} neurons of hidden layer {layer + 1} merged away",
         metrics={
-            "baseline_accuracy": base,
-            "accuracy": acc,
-            "accuracy_change_pp": acc - base,
+            **measure.accuracy_change(base, acc),
             "random_accuracy_change_pp": acc_random - base,
             "magnitude_accuracy_change_pp": acc_magnitude - base,
             "no_surgery_accuracy_change_pp": acc_no_surgery - base,

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlas.harness import measure
 from atlas.harness.models import ConvNet
 from atlas.harness.profiles import Profile, Section
 from atlas.harness.run import Run
@@ -139,27 +138,6 @@ def remaining_steps(run: Run, first_stage: str) -> int:
     if first >= total:
         raise ValueError(f"'{first_stage}' steps ({first}) must be fewer than the student's ({total})")
     return total - first
-
-
-def student_metrics(run: Run, teacher: nn.Module, students: dict[str, nn.Module], method: str,
-                    labels: dict[str, str] | None = None) -> dict[str, float]:
-    """The test accuracies of the teacher and of ``students`` (``"hard"``: the hard-label student), as
-    every one-student distillation claim records them: ``student_accuracy`` (hard labels), ``accuracy``
-    and ``distillation_gain_pp`` of the ``method`` student, ``param_compression``, and
-    ``<label>_accuracy`` / ``<label>_gain_pp`` of every other student (``labels`` renames some)."""
-    test = run.dataset().test
-    acc = {name: run.accuracy(model, test) for name, model in students.items()}
-    metrics = {
-        "teacher_accuracy": run.accuracy(teacher, test), "student_accuracy": acc["hard"],
-        "accuracy": acc[method], "distillation_gain_pp": acc[method] - acc["hard"],
-        "param_compression": measure.count_params(teacher) / measure.count_params(students[method]),
-    }
-    for name, value in acc.items():
-        if name not in ("hard", method):
-            label = (labels or {}).get(name, name)
-            metrics[f"{label}_accuracy"] = value
-            metrics[f"{label}_gain_pp"] = value - acc["hard"]
-    return metrics
 
 
 def data_note(run: Run) -> str:

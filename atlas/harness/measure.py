@@ -37,6 +37,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+
+def accuracy_change(baseline: float, accuracy: float) -> dict[str, float]:
+    """The three numbers every compression claim records: ``baseline_accuracy`` (the uncompressed
+    model), ``accuracy`` (the compressed one) and ``accuracy_change_pp`` (compressed minus uncompressed)."""
+    return {"baseline_accuracy": baseline, "accuracy": accuracy, "accuracy_change_pp": accuracy - baseline}
+
 def count_nonzero(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
 

@@ -277,7 +277,7 @@ class Run:
         the model's reference accuracy (``atlas calibrate``) to tell whether it converged.
         ``baseline_data`` is the data set it was trained on, if not the profile's. ``diagnosis``: for
         a claim the atlas does not reproduce, what was tried and measured and why the gap is believed
-        to be the method's (shown beside the verdict)."""
+        to be the method's (shown beside the verdict); a paragraph, its line breaks folded."""
         clean = {k: float(v) for k, v in metrics.items()}
         base = None
         if baseline is not None:
@@ -288,4 +288,4 @@ class Run:
             base = {"model": name, "spec": dict(baseline_spec or {}), "metric": metric,
                     "dataset": data.name, "train_size": len(data.train), "test_size": len(data.test)}
         self.measured.append(Measured(claim, model, dataset or self.config["dataset"], clean, differs, notes,
-                                      base, diagnosis))
+                                      base, " ".join(diagnosis.split())))

@@ -1,5 +1,6 @@
 """Teachers shared by several distillation papers: named, configured and cached by the harness, so
-that a paper imports another paper only for its method.
+that a paper imports another paper only for its method; and :func:`student_metrics`, the accuracies
+every distillation claim records.
 
 :data:`CONV_TEACHER` is the convolutional teacher of the feature-based papers (the harness's
 ``vgg-small`` at a width): each spreads ``CONV_TEACHER[profile]`` into its profile and declares its
@@ -18,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from atlas.harness import measure
 from atlas.harness.data import Dataset
 from atlas.harness.run import Run
 from atlas.harness.training import TrainConfig
@@ -119,3 +121,24 @@ def conv_teacher(run: Run) -> nn.Module:
         fit=lambda m: run.train(m, data.train, cfg, desc="conv teacher"),
         per_seed=False,
     )
+
+
+def student_metrics(run: Run, teacher: nn.Module, students: dict[str, nn.Module], method: str,
+                    labels: dict[str, str] | None = None) -> dict[str, float]:
+    """The test accuracies of the teacher and of ``students`` (``"hard"``: the hard-label student), as
+    every one-student distillation claim records them: ``student_accuracy`` (hard labels), ``accuracy``
+    and ``distillation_gain_pp`` of the ``method`` student, ``param_compression``, and
+    ``<label>_accuracy`` / ``<label>_gain_pp`` of every other student (``labels`` renames some)."""
+    test = run.dataset().test
+    acc = {name: run.accuracy(model, test) for name, model in students.items()}
+    metrics = {
+        "teacher_accuracy": run.accuracy(teacher, test), "student_accuracy": acc["hard"],
+        "accuracy": acc[method], "distillation_gain_pp": acc[method] - acc["hard"],
+        "param_compression": measure.count_params(teacher) / measure.count_params(students[method]),
+    }
+    for name, value in acc.items():
+        if name not in ("hard", method):
+            label = (labels or {}).get(name, name)
+            metrics[f"{label}_accuracy"] = value
+            metrics[f"{label}_gain_pp"] = value - acc["hard"]
+    return metrics

@@ -54,6 +54,17 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: tor
     return nn.functional.cross_entropy(model(x), y)
 
 
+
+def against_targets(targets: torch.Tensor,
+                    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+    """A training loss against per-example ``targets`` computed once for the whole training set (a
+    teacher's logits or features): ``criterion(model(x), targets[index], y)`` on each batch."""
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return criterion(model(x), targets[index], y)
+
+    return loss
+
 class TrainConfig(BaseModel):
     """One training stage's whole budget and optimizer; a profile section of this type states every
     value it changes from these defaults, and refuses keys it does not know."""
