@@ -20,7 +20,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 import atlas
 from atlas import schema
-from atlas.errors import CatalogueError, UnknownKeyError
+from atlas.errors import AtlasError, CatalogueError, UnknownKeyError
 from atlas.fsio import atomic_write, default_cache_dir
 from atlas.schema import CATEGORIES, KINDS, Check, Claim, Paper, SurveyRow, Tolerance, Venue, normalise_title
 
@@ -48,7 +48,9 @@ __all__ = [
     "default_path",
     "display_path",
     "load_catalogue",
+    "matches",
     "parse_catalogue",
+    "search_terms",
 ]
 
 #: At most this many problems are reported at once.
@@ -88,20 +90,64 @@ class Catalogue:
         return [p.key for p in self.papers]
 
     def filter(
-        self, category: str | None = None, kind: str | None = None, year: int | None = None
+        self,
+        category: str | None = None,
+        kind: str | None = None,
+        year: int | None = None,
+        search: str | Iterable[str] | None = None,
     ) -> list[Paper]:
-        """Papers in ``category`` (one of their categories), of ``kind`` and from ``year``; ``None``
-        means any."""
+        """Papers in ``category`` (one of their categories), of ``kind``, from ``year`` and matching
+        every word of ``search`` (see :func:`matches`); ``None`` means any."""
+        terms = search_terms(search) if search is not None else []
         return [
             p
             for p in self.papers
             if (category is None or category in p.categories)
             and (kind is None or p.kind == kind)
             and (year is None or p.year == year)
+            and matches(p, terms)
         ]
 
     def __repr__(self) -> str:
         return f"Catalogue({len(self.papers)} papers from {self.path})"
+
+
+def search_terms(words: str | Iterable[str]) -> list[str]:
+    """The words of a search (whitespace-separated, in one string or several) reduced as titles are
+    compared (:func:`~atlas.schema.normalise_title`: accents dropped, lower case, letters and digits
+    only); :class:`AtlasError` when none has a letter or digit."""
+    given = [words] if isinstance(words, str) else list(words)
+    terms = [normalise_title(word) for text in given for word in text.split()]
+    terms = [term for term in terms if term]
+    if not terms:
+        raise AtlasError(f"nothing to search for in {' '.join(given)!r}: give a word with a letter or digit")
+    return terms
+
+
+_PIECE = re.compile(r"[\W_]+")
+_TOKEN = re.compile(r"[a-z]+|[0-9]+")
+
+
+def _word_starts(text: str) -> tuple[str, list[int]]:
+    """``text`` reduced by :func:`~atlas.schema.normalise_title` and where each of its words starts
+    there (a word: a run of letters or of digits, so ``han2015`` is ``han`` and ``2015``)."""
+    tokens = [t for piece in _PIECE.split(text) for t in _TOKEN.findall(normalise_title(piece))]
+    starts, at = [], 0
+    for token in tokens:
+        starts.append(at)
+        at += len(token)
+    return "".join(tokens), starts
+
+
+def matches(paper: Paper, terms: Sequence[str]) -> bool:
+    """Whether each term (from :func:`search_terms`) begins at a word of the paper's key, title,
+    survey title or one of its authors: ``han`` finds Han and Hanan, not Zhang; ``nettrim`` finds
+    Net-Trim, ``2015`` finds han2015."""
+    texts = (paper.key, paper.title, paper.survey_title or "", *paper.authors)
+    fields = [_word_starts(text) for text in texts]
+    return all(
+        any(text.startswith(term, at) for text, starts in fields for at in starts) for term in terms
+    )
 
 
 # ---------------------------------------------------------------------------------------------

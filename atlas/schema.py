@@ -48,7 +48,7 @@ Kind = Literal["method", "survey", "hardware/system", "off-topic"]
 VenueType = Literal["conference", "journal", "workshop", "preprint", "book"]
 Seed = Literal["list", "annotated"]
 SurveyClass = Literal["Transfer", "Pruning", "Quantization", "Decomposition and Low-Rank", "Sparse", "Design"]
-Confidence = Literal["high", "checked", "recalled"]
+Confidence = Literal["high", "checked", "unconfirmed"]
 Direction = Literal["higher", "lower", "equal"]
 
 CATEGORIES: tuple[str, ...] = get_args(Category)
@@ -343,18 +343,18 @@ class Claim(_Model):
     source: Text = Field(description="Table / section / figure of the paper.")
     arxiv_version: ArxivVersion | None = Field(None, description="The arXiv version read, e.g. 1506.02626v3.")
     confidence: Confidence = Field(
-        description="high: read in a source text; checked: a recalled value confirmed; recalled: from "
-        "memory, unconfirmed (never given checks)."
+        description="high: read in a source text; checked: a value first noted unconfirmed, then confirmed "
+        "in a source text; unconfirmed: not confirmed from the paper's text (shown, never given checks)."
     )
     note: str | None = None
     checks: Annotated[tuple[Check, ...], _List(null=True)] = Field(())
 
     @field_validator("checks")
     @classmethod
-    def _recalled_is_no_target(cls, checks: tuple[Check, ...], info: ValidationInfo) -> tuple[Check, ...]:
-        if info.data.get("confidence") == "recalled" and checks:
+    def _unconfirmed_is_no_target(cls, checks: tuple[Check, ...], info: ValidationInfo) -> tuple[Check, ...]:
+        if info.data.get("confidence") == "unconfirmed" and checks:
             raise _fail(
-                "a recalled number (not read in a source) cannot be a reproduction target: "
+                "an unconfirmed number (not read in a source) cannot be a reproduction target: "
                 "confirm it (confidence: checked) or remove its checks"
             )
         return checks
@@ -365,6 +365,11 @@ class Paper(_Model):
 
     key: PaperKey = Field(description="First author's surname + year + optional suffix; unique.")
     title: Text = Field(description="As published.")
+    survey_title: Annotated[Text, AfterValidator(_one_line)] | None = Field(
+        None,
+        description="The title under which a survey lists the paper, where it differs from the published "
+        "one (more than in case, spacing or punctuation).",
+    )
     authors: Annotated[tuple[Text, ...], _List("author")]
     year: int = Field(json_schema_extra={"minimum": YEAR_MIN, "maximum": YEAR_MAX})
     venue: Venue
@@ -389,6 +394,14 @@ class Paper(_Model):
     _line: int = PrivateAttr(0)
 
     # rules across fields: each sees the fields declared before it that are valid (info.data)
+
+    @field_validator("survey_title")
+    @classmethod
+    def _survey_title_differs(cls, listed: str | None, info: ValidationInfo) -> str | None:
+        title = info.data.get("title")
+        if listed is not None and title is not None and normalise_title(listed) == normalise_title(title):
+            raise _fail("is the published title (up to case, spacing and punctuation): leave it out")
+        return listed
 
     @field_validator("year")
     @classmethod

@@ -1,6 +1,6 @@
-"""Shared by tests/test_site.py and tests/test_site_browser.py: build the site once per test session
-(``mkdocs build --strict`` in a subprocess, into a temporary folder) against a results folder that
-holds one known record, and serve a built site on 127.0.0.1."""
+"""Shared by the site's tests (tests/test_site.py, tests/test_site_*.py): build the site once per test
+session (``mkdocs build --strict`` in a subprocess, into a temporary folder) against a results folder
+that holds one known record, or against the published records, and serve a built site on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -89,6 +89,14 @@ def built_site(base: Path) -> Built:
         write_hinton_record(results)
         _BUILT["site"] = build(base / "site-public", results)
     return _BUILT["site"]
+
+
+def published_site(base: Path) -> Built:
+    """The site built once per test session from the published records (``results/`` of the checkout),
+    as readers get it."""
+    if "published" not in _BUILT:
+        _BUILT["published"] = build(base / "published-public", atlas.ROOT / "results")
+    return _BUILT["published"]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

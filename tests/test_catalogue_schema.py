@@ -232,15 +232,15 @@ def test_good_text_loads() -> None:
             "han2015",
             "claims[lenet-300-100].confidence",
             "confidence: guessed",
-            "'guessed' is not one of: high, checked, recalled",
+            "'guessed' is not one of: high, checked, unconfirmed",
         ),
         (
             "      confidence: high",
-            "      confidence: recalled",
+            "      confidence: unconfirmed",
             "han2015",
             "claims[lenet-300-100].checks",
             "      checks:",
-            "a recalled number (not read in a source) cannot be a reproduction target",
+            "an unconfirmed number (not read in a source) cannot be a reproduction target",
         ),
         (
             "      baseline: 1.64",

@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,22 @@ def test_comparison_table(browser) -> None:
     assert f"{n} of {total} papers" in filtered
     visible = [r for r in filtered.split("<tr ")[1:] if "hidden" not in r.split(">", 1)[0]]
     assert len(visible) == n + 0 and all("distillation" in r.split(">", 1)[0] for r in visible)
+
+
+def test_comparison_page_downloads_results_csv(browser) -> None:
+    """The comparison page, as the browser loaded it, links results.csv; the link answers 200 with the
+    table (its header row and the fixture record's row)."""
+    dom, _, _, base = browser
+    html = dom("comparison.html")
+    links = re.findall(r'<a[^>]+href="([^"]*results\.csv)"', html)
+    assert links, "the comparison page links no results.csv"
+    url = urllib.parse.urljoin(f"{base}/comparison.html", links[0])
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        assert reply.status == 200
+        body = reply.read().decode("utf-8")
+    header, *rows = body.splitlines()
+    assert header.startswith("key,claim,profile,") and "ci95_low" in header
+    assert len(rows) == 1 and rows[0].startswith("hinton2015,mnist-student,quick,")
 
 
 def test_paper_page(browser) -> None:

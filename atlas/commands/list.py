@@ -13,10 +13,11 @@ from atlas import manifest
 from atlas.catalogue import CATEGORIES, KINDS, Paper, load_catalogue
 
 NAME = "list"
-HELP = "list the papers of the catalogue (filter by category, kind, year)"
+HELP = "list the papers of the catalogue (filter by category, kind, year, words)"
 DESCRIPTION = (
     "List the papers of papers.yaml: key, year, venue, categories, title, number of reported claims "
-    "and whether reproductions/<key>.py exists."
+    "and whether reproductions/<key>.py exists. --search finds papers by words of their key, title, "
+    "the title a survey lists them under, or authors."
 )
 
 TITLE_WIDTH = 60
@@ -27,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category", choices=CATEGORIES, help="only papers in this category")
     parser.add_argument("--kind", choices=KINDS, help="only papers of this kind")
     parser.add_argument("--year", type=int, help="only papers from this year")
+    parser.add_argument(
+        "--search",
+        nargs="+",
+        metavar="WORD",
+        help="only papers whose key, title, survey title or authors contain every word "
+        "(case and accents ignored, e.g. --search han pruning)",
+    )
     parser.add_argument(
         "--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)"
     )
@@ -52,6 +60,7 @@ def row(paper: Paper) -> dict[str, object]:
         "categories": list(paper.categories),
         "kind": paper.kind,
         "title": paper.title,
+        "survey_title": paper.survey_title,
         "authors": list(paper.authors),
         "claims": len(paper.claims),
         "reproduced": has_reproduction(paper.key),
@@ -82,7 +91,7 @@ def format_table(frame: pd.DataFrame) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the (filtered) catalogue."""
     catalogue = load_catalogue()
-    papers = catalogue.filter(category=args.category, kind=args.kind, year=args.year)
+    papers = catalogue.filter(category=args.category, kind=args.kind, year=args.year, search=args.search)
     rows = [row(p) for p in papers]
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)

@@ -75,6 +75,8 @@ def describe(paper: Paper, record: results.Record | None = None, verdict: Record
              record_problem: results.StaleRecord | None = None) -> str:
     """The full text ``atlas show`` prints."""
     lines = [paper.title, "=" * min(len(paper.title), 100)]
+    if paper.survey_title:
+        lines.append(f"listed in the survey as: {paper.survey_title}")
     lines.append(f"key:        {paper.key}")
     lines.append(f"authors:    {', '.join(paper.authors)}")
     lines.append(f"year:       {paper.year}")

@@ -1,4 +1,5 @@
-"""Write every generated page of the site (rendered from the templates in ``atlas/site/templates/``).
+"""Write every generated page of the site (rendered from the templates in ``atlas/site/templates/``),
+the category plots and the downloads (``results.csv``, ``results.json``, ``bibtex/<category>.bib``).
 ``site/gen_pages.py`` (run by the mkdocs-gen-files plugin during ``mkdocs build``) calls
 :func:`generate`; nothing it writes lands in the working tree (the registry may refresh
 ``reproductions/manifest.json`` when a reproduction changed since it was written).
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.catalogue import CATEGORIES
-from atlas.site import pages
+from atlas.site import downloads, glossary, pages
 from atlas.site.data import SiteData, collect
 from atlas.site.plots import Point, category_plot, reported_point, reproduced_point
 
@@ -46,12 +47,16 @@ def render_all(data: SiteData, intro: str = "") -> dict[str, str | bytes]:
         "comparison.md": pages.comparison_page(data),
         "categories/index.md": pages.category_index_page(data),
         "papers/index.md": pages.papers_index_page(data),
+        pages.GLOSSARY: pages.glossary_page(data),
+        downloads.RESULTS_CSV: downloads.results_csv(data),
+        downloads.RESULTS_JSON: downloads.results_json(data),
     }
     for cat in CATEGORIES:
         points = category_points(data, cat)
         image = f"{cat}.svg"
         out[f"categories/{image}"] = category_plot(pages.category_title(cat), points, fmt="svg")
         out[pages.category_path(cat)] = pages.category_page(data, cat, points, image)
+        out[downloads.bibtex_path(cat)] = downloads.category_bibtex(data.catalogue, cat)
     for paper in data.catalogue:
         out[pages.paper_path(paper.key)] = pages.paper_page(data, paper)
     return out
@@ -65,6 +70,7 @@ def nav() -> list[Any]:
         {"Categories": ["categories/index.md",
                         *[{pages.category_title(c): pages.category_path(c)} for c in CATEGORIES]]},
         {"Papers": "papers/index.md"},
+        {"Glossary": pages.GLOSSARY},
     ]
 
 
@@ -81,6 +87,12 @@ def generate(open_file: Callable[..., Any], docs_dir: Path | str, config: Any = 
         log.warning("unreadable run record: %s", problem.replace("\n", " "))
     for stem, why in data.broken.items():  # the paper's page says so
         log.warning("reproductions/%s.py fails to import: %s", stem, why.replace("\n", " "))
+    for quantity in glossary.undefined_quantities(data.catalogue):
+        log.warning("papers.yaml checks the quantity %s, which atlas/site/glossary.py (QUANTITIES) does not "
+                    "define: add its definition", quantity)
+    for value in glossary.undefined_confidences():
+        log.warning("the confidence value %s (atlas/schema.py) has no explanation in atlas/site/glossary.py "
+                    "(CONFIDENCE_LEVELS): add one", value)
     files = render_all(data, intro.split(INTRO_MARKER)[0])
     if INTRO_MARKER in intro:
         files["index.md"] = str(files["index.md"]) + "\n" + intro.split(INTRO_MARKER, 1)[1]

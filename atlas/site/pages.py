@@ -29,8 +29,11 @@ from atlas.catalogue import CATEGORIES, Claim, Paper
 from atlas.errors import CatalogueError
 from atlas.report import RECORD_UNREADABLE, fmt, measured_text, reported_text, target_text
 from atlas.results import Outcome, Record
+from atlas.schema import normalise_title
+from atlas.site import glossary
 from atlas.site.data import SiteData, primary_claim, profile_names
 from atlas.site.docstring import rst_to_markdown
+from atlas.site.downloads import COLUMNS, RESULTS_CSV, RESULTS_JSON, bibtex_path
 from atlas.verdict import VERDICTS, ClaimVerdict
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ CATEGORY_TITLES = {
 }
 
 NEWEST = 10
+GLOSSARY = "glossary.md"
 
 
 def category_title(name: str) -> str:
@@ -60,6 +64,11 @@ def paper_path(key: str) -> str:
 
 def category_path(name: str) -> str:
     return f"categories/{name}.md"
+
+
+def quantity_anchor(name: str) -> str:
+    """The glossary's anchor of a quantity."""
+    return f"q-{name.replace('_', '-')}"
 
 
 def rel(from_page: str, to_page: str) -> str:
@@ -135,7 +144,9 @@ def environment() -> jinja2.Environment:
     env.globals.update(
         rel=rel, html_href=html_href, paper_path=paper_path, category_path=category_path,
         category_title=category_title, fence=_safe(fence), code=_safe(code),
-        badge=_safe(verdict_badge), CATEGORIES=CATEGORIES, VERDICTS=VERDICTS,
+        badge=_safe(verdict_badge), CATEGORIES=CATEGORIES, VERDICTS=VERDICTS, GLOSSARY=GLOSSARY,
+        quantity_anchor=quantity_anchor, bibtex_path=bibtex_path, RESULTS_CSV=RESULTS_CSV,
+        RESULTS_JSON=RESULTS_JSON,
     )
     return env
 
@@ -185,7 +196,8 @@ def home_page(data: SiteData, intro: str = "") -> str:
         newest.append({"record": rec, "paper": data.catalogue.get(rec.key), "date": _record_date(rec)[:10],
                        "measured": measured, "verdict": data.verdict(rec.key)})
     return render("home.md.j2", page="index.md", intro=Markup(intro.strip()), coverage=coverage(data),
-                  categories=[_category_counts(data, c) for c in CATEGORIES], newest=newest)
+                  categories=[_category_counts(data, c) for c in CATEGORIES], newest=newest,
+                  n_rows=len(data.records))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +246,7 @@ def _comparison_row(data: SiteData, paper: Paper) -> dict[str, Any]:
 def comparison_page(data: SiteData) -> str:
     papers = sorted(data.catalogue, key=lambda p: (p.survey is None, p.survey.ref if p.survey else 0))
     return render("comparison.md.j2", page="comparison.md", heads=COMPARISON_HEADS, total=len(papers),
+                  columns=COLUMNS, n_records=len(data.records),
                   filters=[(c, len(data.catalogue.filter(category=c))) for c in CATEGORIES],
                   verdict_options=[*VERDICTS, "not run"], rows=[_comparison_row(data, p) for p in papers])
 
@@ -249,7 +262,7 @@ def category_index_page(data: SiteData) -> str:
 
 def category_page(data: SiteData, cat: str, points: list[Point], image: str) -> str:
     papers = []
-    for paper in sorted(data.catalogue.filter(category=cat), key=lambda p: (p.year, p.key)):
+    for paper in category_order(data, cat):
         claim = primary_claim(paper, data)
         outcome = data.outcome(paper.key, claim) if claim else None
         cv = data.claim_verdict(paper.key, claim.id) if claim else None
@@ -260,7 +273,7 @@ def category_page(data: SiteData, cat: str, points: list[Point], image: str) -> 
         })
     plotted = [p for p in points if p.plottable]
     return render(
-        "category.md.j2", page=category_path(cat), title=category_title(cat), image=image,
+        "category.md.j2", page=category_path(cat), title=category_title(cat), image=image, name=cat,
         counts=_category_counts(data, cat), papers=papers,
         plotted=sorted(plotted, key=lambda p: (p.key, p.claim, p.source)),
         missing=[p for p in points if not p.plottable and (p.y is not None or p.x is not None)],
@@ -292,7 +305,7 @@ def _claim_rows(paper: Paper) -> list[dict[str, Any]]:
             "claim": c,
             "reported": ", ".join(filter(None, [reported_text(c) or c.metric,
                                                 f"sparsity {fmt(c.sparsity)}" if c.sparsity is not None else ""])),
-            "source": f"{source}; confidence: {c.confidence}",
+            "source": source, "confidence": glossary.confidence_label(c.confidence),
             "checks": target_text(c) or "none (not comparable)",
         })
     return rows
@@ -360,6 +373,34 @@ def _settings(profiles: dict[str, dict[str, Any]], names: list[str]) -> list[tup
     return [(name, [per.get(p, "–") for p in names]) for name, per in sorted(flat.items())]
 
 
+def category_order(data: SiteData, cat: str) -> list[Paper]:
+    """A category's papers in the order its page lists them: by year, then key."""
+    return sorted(data.catalogue.filter(category=cat), key=lambda p: (p.year, p.key))
+
+
+def neighbours(data: SiteData, paper: Paper) -> tuple[Paper | None, Paper | None]:
+    """The papers before and after ``paper`` in its first category's list."""
+    order = [p.key for p in category_order(data, paper.categories[0])]
+    i = order.index(paper.key)
+    before = data.catalogue.get(order[i - 1]) if i > 0 else None
+    after = data.catalogue.get(order[i + 1]) if i + 1 < len(order) else None
+    return before, after
+
+
+def survey_title(paper: Paper) -> str | None:
+    """The title the survey lists the paper under, where it differs from the paper's own (more than in
+    case, spacing or punctuation)."""
+    listed = getattr(paper, "survey_title", None)  # optional field of the catalogue
+    if not listed or normalise_title(listed) == normalise_title(paper.title):
+        return None
+    return str(listed)
+
+
+def same_work(data: SiteData, paper: Paper) -> list[Paper]:
+    """The other catalogue entries of the same work (a preprint and its published version)."""
+    return [data.catalogue.get(k) for k in getattr(paper, "same_work_as", ()) or () if k in data.catalogue]
+
+
 def paper_page(data: SiteData, paper: Paper) -> str:
     page = paper_path(paper.key)
     record = data.record(paper.key)
@@ -385,8 +426,10 @@ def paper_page(data: SiteData, paper: Paper) -> str:
         links.append((f"https://doi.org/{paper.doi}", f"doi:{paper.doi}"))
     if paper.url:
         links.append((paper.url, paper.url))
+    before, after = neighbours(data, paper)
     return render(
-        "paper.md.j2", page=page, paper=paper, record=record, links=links,
+        "paper.md.j2", page=page, paper=paper, record=record, links=links, before=before, after=after,
+        survey_title=survey_title(paper), same_work=same_work(data, paper),
         verdict=data.verdict(paper.key), unreadable=data.unreadable.get(paper.key) if record is None else None,
         broken=data.broken.get(paper.key), reproduction=reproduction,
         claims=_claim_rows(paper), provenance=_provenance(record) if record else [],
@@ -394,3 +437,17 @@ def paper_page(data: SiteData, paper: Paper) -> str:
         if record else [],
         bibtex=to_bibtex([paper]).strip(),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# glossary
+
+
+def glossary_page(data: SiteData) -> str:
+    checked = glossary.checked_quantities(data.catalogue)
+    quantities = [{"name": q, "definition": glossary.QUANTITIES.get(q), "papers": keys}
+                  for q, keys in checked.items()]
+    plotted = [{"name": q, "definition": glossary.QUANTITIES[q]} for q in glossary.PLOT_QUANTITIES
+               if q not in checked]
+    return render("glossary.md.j2", page=GLOSSARY, quantities=quantities, plotted=plotted,
+                  confidences=glossary.confidence_levels())

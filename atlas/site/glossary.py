@@ -1,0 +1,137 @@
+"""What the site's words mean: every quantity a check of ``papers.yaml`` names (and those the category
+plots use), and the confidence levels of a reported number. The definitions are written here by hand;
+the glossary page lists the quantities the catalogue's checks actually name, so a new check quantity
+without a definition shows up (:func:`undefined_quantities`, a warning that fails ``mkdocs build
+--strict``, and a test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from atlas.catalogue import Catalogue
+from atlas.schema import CONFIDENCES
+
+__all__ = ["CONFIDENCE_LEVELS", "PLOT_QUANTITIES", "QUANTITIES", "Confidence", "checked_quantities",
+           "confidence_label", "confidence_levels", "undefined_confidences", "undefined_quantities"]
+
+#: quantity name -> its definition (a sentence fragment: what is measured, against what, in which unit)
+QUANTITIES: dict[str, str] = {
+    "accuracy": "test accuracy of the compressed (or distilled) model, in percent",
+    "accuracy_change_pp": (
+        "test accuracy of the compressed model minus that of its uncompressed baseline (the same "
+        "architecture trained by the same recipe from the same seed), in percentage points; negative means "
+        "accuracy lost"
+    ),
+    "distillation_gain_pp": (
+        "accuracy of the distilled student minus the same student trained on hard labels (without the "
+        "teacher), in percentage points; for retrieval, recall@1 instead of accuracy"
+    ),
+    "gap_recovered_fraction": (
+        "the distillation gain (distillation_gain_pp) divided by the gap between the teacher (trained on "
+        "the full training set) and the hard-label student (trained on the reduced set): the share of the "
+        "accuracy lost to the smaller training set that the teacher's soft targets win back (1 = all of it)"
+    ),
+    "fitnet_over_kd_pp": (
+        "accuracy of the FitNet student (hint-based training of its middle layers, then knowledge "
+        "distillation) minus the same student trained by knowledge distillation alone, in percentage points"
+    ),
+    "teacher_q_gain_pp": (
+        "accuracy of the rule-constrained teacher network q minus the same network trained without the "
+        "logic rules, in percentage points"
+    ),
+    "conv_over_mlp_pp": (
+        "accuracy of the best convolutional mimic student minus that of the fully connected (MLP) mimic "
+        "student, both trained on the teacher's logits, in percentage points"
+    ),
+    "nst_kd_gain_pp": (
+        "accuracy of the student trained with neuron selectivity transfer plus knowledge distillation minus "
+        "the same student trained on hard labels, in percentage points"
+    ),
+    "map_gain_pp": (
+        "mean average precision (%) of the distilled retrieval student minus the same student trained "
+        "without transfer, in percentage points"
+    ),
+    "param_compression": (
+        "parameters of the uncompressed model divided by the non-zero parameters of the compressed one "
+        "(×); for distillation, the teacher's parameters divided by the student's"
+    ),
+    "storage_compression": (
+        "the uncompressed model's size as 32-bit floats divided by the size of the compressed model's actual "
+        "encoding (codes, indices, codebooks and every parameter left in 32-bit floats), ×"
+    ),
+    "weight_storage_compression": (
+        "storage compression of the weight matrices alone: 32 bits per weight divided by the bits of their "
+        "encoding (binary or ternary codes), ×; biases and normalisation parameters left out"
+    ),
+    "flop_reduction": (
+        "floating-point operations of one forward pass of the uncompressed model divided by the compressed "
+        "model's effective operations (each layer's count scaled by its share of non-zero weights), ×"
+    ),
+    "speedup": (
+        "time of a forward pass (or of the compressed layers) of the uncompressed model divided by that of "
+        "the compressed one, measured on the same machine in the same run, ×"
+    ),
+}
+
+#: the quantities the category plots use besides the checked ones (x: compression or speed-up)
+PLOT_QUANTITIES = ("accuracy_change_pp", "distillation_gain_pp", "param_compression", "storage_compression",
+                   "flop_reduction", "speedup")
+
+
+@dataclass(frozen=True)
+class Confidence:
+    label: str  # how the site shows the value
+    meaning: str
+
+
+#: papers.yaml's confidence values (``atlas.schema.Confidence``) -> how the site shows and explains them
+CONFIDENCE_LEVELS: dict[str, Confidence] = {
+    "high": Confidence(
+        "read in the paper",
+        "The number was read in the source the claim names: the paper's own table, section or figure (in "
+        "a few cases the authors' released code or its README). It can be a reproduction target.",
+    ),
+    "checked": Confidence(
+        "confirmed from a secondary source",
+        "The number was first noted without a source at hand, then confirmed in a source text that reports "
+        "it (a secondary source: another paper's table, a results page). It can be a reproduction target.",
+    ),
+    "unconfirmed": Confidence(
+        "unconfirmed",
+        "The number could not be confirmed from the paper's text or from a source that reports it. It is "
+        "shown for orientation only and is never a reproduction target: such a claim has no checks.",
+    ),
+}
+
+
+def confidence_label(value: str) -> str:
+    """How the site shows a claim's confidence value (the value itself when it has no entry)."""
+    level = CONFIDENCE_LEVELS.get(value)
+    return level.label if level else value
+
+
+def confidence_levels() -> list[tuple[str, Confidence]]:
+    """The schema's confidence values, in its order, each with its explanation."""
+    return [(value, CONFIDENCE_LEVELS[value]) for value in CONFIDENCES if value in CONFIDENCE_LEVELS]
+
+
+def undefined_confidences() -> list[str]:
+    return [value for value in CONFIDENCES if value not in CONFIDENCE_LEVELS]
+
+
+def checked_quantities(catalogue: Catalogue) -> dict[str, list[str]]:
+    """Every quantity a check names -> the keys of the papers whose claims check it (in catalogue order)."""
+    found: dict[str, list[str]] = {}
+    for paper in catalogue:
+        for claim in paper.claims:
+            for check in claim.checks:
+                keys = found.setdefault(check.quantity, [])
+                if paper.key not in keys:
+                    keys.append(paper.key)
+    return dict(sorted(found.items()))
+
+
+def undefined_quantities(catalogue: Catalogue) -> list[str]:
+    """The checked quantities :data:`QUANTITIES` does not define."""
+    return [q for q in checked_quantities(catalogue) if q not in QUANTITIES]
