@@ -96,6 +96,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--results-dir", type=Path, help="where records are written (default: results/ or $ATLAS_RESULTS_DIR)"
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when any claim is not reproduced")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default: in this process, seed after seed) or ray (each paper and seed a "
+                        "Ray task; needs the [cluster] extra)")
+    p.add_argument("--address", help="with --executor ray: a running Ray cluster (e.g. ray://head:10001 or "
+                                     "auto); without it Ray starts a local one")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -156,26 +161,13 @@ def run(args: argparse.Namespace) -> int:
     seeds = [args.seed] if args.seed is not None else args.seeds
     records: list[Record] = []
     failed = 0
-    for n, key in enumerate(keys, 1):
 
-        def on_seed(i: int, seed: int, key: str = key, n: int = n) -> None:
-            if not args.quiet:
-                print(f"[{n}/{len(keys)}] {key} ({args.profile}) seed {seed}", file=sys.stderr, flush=True)
+    def request(key: str) -> Request:
+        return Request(key, args.profile, seeds, args.device, args.dataset, args.data_dir, args.download,
+                       args.force, args.results_dir, progress=not args.quiet, train_size=args.train_size)
 
-        req = Request(
-            key, args.profile, seeds, args.device, args.dataset, args.data_dir, args.download, args.force,
-            args.results_dir, progress=not args.quiet, train_size=args.train_size,
-        )
-        try:
-            record, reused = reproduce(req, catalogue=catalogue, on_seed=on_seed)
-        except AtlasError as exc:
-            if len(keys) == 1:
-                raise
-            print(f"error: {key}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
+    def report(key: str, record: Record, note: str) -> None:
         records.append(record)
-        note = "reused: unchanged config and code; --force reruns" if reused else "ran now"
         judged = verdicts([record], catalogue, load_references())[key]
         print(f"\n{key}: {judged.verdict}  ({record_summary(record)}; {note})")
         for claim_id, cv in judged.claims.items():
@@ -187,6 +179,25 @@ def run(args: argparse.Namespace) -> int:
                   f"{claim.dataset}; {claim.source})")
             print("\n".join(claim_verdict_lines(outcome, cv)))
         print(f"record: {record.path}")
+
+    if args.executor == "ray":
+        failed = _run_on_ray(args, [request(key) for key in keys], report)
+        keys = []
+    for n, key in enumerate(keys, 1):
+
+        def on_seed(i: int, seed: int, key: str = key, n: int = n) -> None:
+            if not args.quiet:
+                print(f"[{n}/{len(keys)}] {key} ({args.profile}) seed {seed}", file=sys.stderr, flush=True)
+
+        try:
+            record, reused = reproduce(request(key), catalogue=catalogue, on_seed=on_seed)
+        except AtlasError as exc:
+            if len(keys) == 1:
+                raise
+            print(f"error: {key}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        report(key, record, "reused: unchanged config and code; --force reruns" if reused else "ran now")
     if failed:
         return 2
     if args.strict:
@@ -194,3 +205,37 @@ def run(args: argparse.Namespace) -> int:
         if any(cv.verdict in (NOT_REPRODUCED, PARTLY) for v in all_judged.values() for cv in v.claims.values()):
             return 1
     return 0
+
+
+def _run_on_ray(args: argparse.Namespace, requests: list, report) -> int:
+    """Run ``requests`` as Ray tasks (:mod:`atlas.cluster`), one progress bar over the finished tasks;
+    report each paper's record and count the papers that failed."""
+    from tqdm import tqdm
+
+    from atlas import cluster
+    from atlas.harness import registry
+    from atlas.harness.runner import default_seeds
+
+    total = sum(len(r.seeds) if r.seeds is not None else len(default_seeds(registry.get(r.key), r.profile))
+                for r in requests)
+    bar = tqdm(total=total, desc="tasks", unit="task", disable=args.quiet or not sys.stderr.isatty(),
+               file=sys.stderr)
+
+    def on_done(key: str, seed: int, error: str | None) -> None:
+        bar.update(1)
+        if error:
+            print(f"error: {key} seed {seed}: {error}", file=sys.stderr, flush=True)
+
+    try:
+        outcomes = cluster.reproduce(requests, address=args.address, on_done=on_done)
+    finally:
+        bar.close()
+    failed = 0
+    for outcome in outcomes:
+        if outcome.record is None:
+            failed += 1
+            print(f"error: {outcome.key}: no record ({'; '.join(outcome.errors or ['not run'])})", file=sys.stderr)
+        else:
+            report(outcome.key, outcome.record, "reused: unchanged config and code; --force reruns"
+                   if outcome.reused else "ran now on Ray")
+    return failed
