@@ -1,13 +1,17 @@
 """Shared by the site's tests (tests/test_site.py, tests/test_site_*.py): build the site once per test
 session (``mkdocs build --strict`` in a subprocess, into a temporary folder) against a results folder
-that holds one known record, or against the published records, and serve a built site on 127.0.0.1."""
+that holds one known record, or against the published records, serve a built site on 127.0.0.1, and
+drive a headless Chromium over the DevTools protocol (:class:`DevTools`)."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
+import json
 import os
 import resource
+import select
 import subprocess
 import sys
 import threading
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import atlas
 from atlas.results import Metric, Outcome, Record, save
@@ -117,3 +122,99 @@ def serve(directory: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class DevTools:
+    """A headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: the
+    browser reads commands on its fd 3 and answers on fd 4, NUL-terminated JSON), so no WebSocket client is
+    needed. One tab: :meth:`open` a URL at a viewport size, :meth:`evaluate` JavaScript in it (a promise is
+    awaited). ``wait_s`` only guards against a browser that stops answering; no result depends on it."""
+
+    def __init__(self, chromium: str, profile: Path, wait_s: float = 120) -> None:
+        self.wait_s = wait_s
+        self._next = 0
+        self._buffer = b""
+        self._events: list[dict[str, Any]] = []
+        self._log = profile / "chromium.log"
+        to_browser, self._to_browser = (_high_fd(fd) for fd in os.pipe())
+        self._from_browser, from_browser = (_high_fd(fd) for fd in os.pipe())
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-extensions",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-dev-shm-usage", "--disk-cache-size=1",
+                f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        # bash puts the pipe's ends on the fds Chromium reads (dash takes no fd above 9)
+        with open(self._log, "w") as log:
+            self._proc = subprocess.Popen(
+                ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', chromium, *args],
+                pass_fds=(to_browser, from_browser), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        os.close(to_browser)
+        os.close(from_browser)
+        target = self.call("Target.createTarget", {"url": "about:blank"}, tab=False)["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
+                                 tab=False)["sessionId"]
+        self.call("Page.enable")
+
+    def _message(self) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_browser], [], [], self.wait_s)
+            chunk = os.read(self._from_browser, 1 << 16) if ready else b""
+            if not chunk:
+                raise AssertionError(f"chromium stopped answering:\n{self._log.read_text()[-2000:]}")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *, tab: bool = True) -> Any:
+        """Send a command (to the tab, else to the browser) and return its result."""
+        self._next += 1
+        message: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
+        if tab:
+            message["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._message()
+            if reply.get("id") == self._next:
+                if "error" in reply:
+                    raise AssertionError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self._events.append(reply)
+
+    def _wait_event(self, method: str) -> None:
+        while True:
+            for i, event in enumerate(self._events):
+                if event.get("method") == method:
+                    del self._events[: i + 1]
+                    return
+            self._events.append(self._message())
+
+    def open(self, url: str, width: int = 1280, height: int = 900) -> None:
+        """Load ``url`` in a ``width`` x ``height`` viewport and wait for its load event."""
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self._events.clear()
+        self.call("Page.navigate", {"url": url})
+        self._wait_event("Page.loadEventFired")
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (a promise's resolved value)."""
+        reply = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                               "returnByValue": True})
+        if "exceptionDetails" in reply:
+            raise AssertionError(f"{expression[:200]}: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", tab=False)
+        except (AssertionError, OSError):
+            self._proc.kill()
+        self._proc.wait(timeout=60)
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+
+
+def _high_fd(fd: int) -> int:
+    """``fd`` moved above 9, so that the shell's ``3<&N 4>&M`` cannot overwrite one end with the other."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high

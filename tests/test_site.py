@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 
 import pytest
 
@@ -54,14 +55,19 @@ def test_comparison_table_has_every_survey_row(site: Built) -> None:
         assert f'href="papers/{paper.key}.html"' in table, paper.key
         if paper.survey is not None:
             assert f">[{paper.survey.ref}]</td>" in table, paper.survey.ref
-    for head in ("Class", "Reference", "Conference", "Cite", "Detailed", "Superiority", "Weakness",
-                 "Reported claim", "Reproduced", "Verdict"):
-        assert f">{head}</th>" in table
+    heads = re.findall(r"<th data-col=[^>]*>([^<]+)</th>", table)
+    assert heads == ["Paper", "Verdict", "Paper vs atlas", "Reported claim", "Ref", "Class", "Reference",
+                     "Conference", "Cite", "Detailed", "Superiority", "Weakness"]
     assert table.count("<tr data-categories=") == len(catalogue)
     assert "teach small model" in table and ">337<" in table
-    # the fixture record's verdict and number on hinton2015's row
-    row = next(r for r in table.split("<tr ") if 'href="papers/hinton2015.html"' in r)
-    assert "atlas-verdict--reproduced" in row and f"{HINTON_GAIN:.3g}" in row
+    # the fixture record's verdict right after the paper, then its number beside the paper's
+    row = unescape(next(r for r in table.split("<tr ") if 'href="papers/hinton2015.html"' in r))
+    cells = re.findall(r"<t[hd]\b[^>]*>(.*?)</t[hd]>", row, re.S)
+    assert ">hinton2015</a>" in cells[0] and "atlas-verdict--reproduced" in cells[1]
+    assert "gain of distilled student over hard-label student (pp)</a>" in cells[2]
+    assert f"paper <b>+0.72</b> · atlas <b>+{HINTON_GAIN:.3g}</b> [0.585, 1.08], n=3" in cells[2]
+    assert "atlas: fashion-mnist, quick profile" in cells[2]
+    assert "test errors (count of 10,000) 146.0 → 74 (MNIST)" in cells[3]  # the paper's raw numbers
 
 
 def test_category_pages_have_plots(site: Built) -> None:
@@ -77,6 +83,8 @@ def test_category_pages_have_plots(site: Built) -> None:
 
 def test_paper_page_content(site: Built) -> None:
     html = (site.site / "papers" / "hinton2015.html").read_text(encoding="utf-8")
+    shown = unescape(html)
+    assert f"paper <b>+0.72</b> · atlas <b>+{HINTON_GAIN:.3g}</b> [0.585, 1.08], n=3" in shown
     for text in ("Distilling the Knowledge in a Neural Network", "teach small model", "337",
                  "https://arxiv.org/abs/1503.02531", "atlas reproduce hinton2015",
                  "reproductions/hinton2015.py", "atlas-verdict--reproduced", f"{HINTON_GAIN:.3g}",

@@ -1,6 +1,10 @@
 """The built site in a real browser (Debian's headless chromium): the home page (its formula typeset by
 the vendored KaTeX), the comparison table (sorted and filtered by its script) and hinton2015's page
-render with their numbers, offline: every request a page makes goes to the 127.0.0.1 server.
+render with their numbers, offline: every request a page makes goes to the 127.0.0.1 server. Driven
+over the DevTools protocol (site_helpers.DevTools): at 1024 and 400 px the verdict of the first rows is
+in view without the page scrolling sideways (the tables scroll in their own box, heading row and paper
+column sticky), numeric columns sort as numbers, the filters live in the address, and the site's own
+search finds a paper by its key before the tables that list it.
 
 Screenshots land in ``$ATLAS_SCREENSHOT_DIR`` when set (to look at them), else in a temporary folder.
 """
@@ -31,7 +35,7 @@ pytest.importorskip("mkdocs", reason="the site needs the [site] extra: pip insta
 pytest.importorskip("material", reason="the site needs mkdocs-material: pip install -e '.[site]'")
 pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files: pip install -e '.[site]'")
 
-from site_helpers import HINTON_GAIN, Built, built_site, serve  # noqa: E402
+from site_helpers import HINTON_GAIN, Built, DevTools, built_site, serve  # noqa: E402
 
 from atlas.catalogue import load_catalogue  # noqa: E402
 
@@ -163,3 +167,164 @@ def test_math_renders_offline(browser) -> None:
     loaded = {u.rsplit("/", 1)[1] for u in urls}
     assert {"katex.min.js", "katex.min.css", "atlas-math.js", "KaTeX_Main-Regular.woff2"} <= loaded, loaded
     screenshot("index.html", "home-400", width=400)
+
+
+# ---------------------------------------------------------------------------------------------
+# driven over the DevTools protocol
+
+
+@pytest.fixture(scope="module")
+def page(site: Built, tmp_path_factory: pytest.TempPathFactory):
+    """``(devtools, base URL)``: one headless Chromium tab on the served site."""
+    with serve(site.site) as base:
+        devtools = DevTools(CHROMIUM, tmp_path_factory.mktemp("devtools-profile"))
+        try:
+            yield devtools, base
+        finally:
+            devtools.close()
+
+
+#: the first rows of a page's wide table: where each verdict cell lies, once the table is scrolled into view
+_VERDICTS_IN_VIEW = """(() => {
+  const rows = [...document.querySelectorAll("table.atlas-table tbody tr")].filter(r => !r.hidden)
+    .slice(0, 3);
+  const box = rows[0].closest(".atlas-scroll");
+  box.scrollIntoView({block: "start"});
+  window.scrollBy(0, -80);  /* below material's header */
+  return {
+    width: window.innerWidth, height: window.innerHeight, pageWidth: document.documentElement.scrollWidth,
+    box: [box.clientWidth, box.scrollWidth],
+    cells: rows.map(r => {
+      const cell = r.querySelector(".atlas-verdict-cell"), rect = cell.getBoundingClientRect();
+      return {key: r.cells[0].textContent.trim(), verdict: cell.textContent.trim(),
+              left: rect.left, right: rect.right, top: rect.top, bottom: rect.bottom};
+    }),
+  };
+})()"""
+
+
+@pytest.mark.parametrize("width", [1024, 400])
+@pytest.mark.parametrize("url", ["comparison.html", "categories/distillation.html"])
+def test_verdict_in_view_without_scrolling_sideways(page, url: str, width: int) -> None:
+    devtools, base = page
+    devtools.open(f"{base}/{url}", width=width, height=900)
+    seen = devtools.evaluate(_VERDICTS_IN_VIEW)
+    assert seen["width"] == width
+    assert seen["pageWidth"] <= width, seen  # the page itself never scrolls sideways
+    if width == 400:
+        assert seen["box"][1] > seen["box"][0], seen  # the wide table scrolls inside its own box
+    for cell in seen["cells"]:
+        assert cell["left"] >= 0 and cell["right"] <= width, cell
+    first = seen["cells"][0]
+    assert first["top"] >= 0 and first["bottom"] <= seen["height"], first
+    if url == "comparison.html":  # the survey's order: hinton2015 ([1]) first, with the fixture's record
+        assert (first["key"], first["verdict"]) == ("hinton2015", "reproduced")
+
+
+def test_heading_row_and_paper_column_stay_in_view(page) -> None:
+    devtools, base = page
+    devtools.open(f"{base}/comparison.html", width=400, height=900)
+    stuck = devtools.evaluate("""(() => {
+      const box = document.querySelector(".atlas-scroll");
+      box.scrollTop = 600; box.scrollLeft = 500;
+      const b = box.getBoundingClientRect(), head = box.querySelector("thead th").getBoundingClientRect();
+      const row = [...box.querySelectorAll("tbody tr")].find(r => r.getBoundingClientRect().top > b.top + 40);
+      const key = row.cells[0].getBoundingClientRect();
+      return {box: [b.left + box.clientLeft, b.top + box.clientTop], head: [head.left, head.top],
+              key: key.left, scrolled: [box.scrollTop, box.scrollLeft]};
+    })()""")
+    assert stuck["scrolled"][0] > 0 and stuck["scrolled"][1] > 0, stuck
+    assert stuck["head"][1] == pytest.approx(stuck["box"][1], abs=1), stuck  # the heading row, at the top
+    assert stuck["key"] == pytest.approx(stuck["box"][0], abs=1), stuck  # the paper's key, at the left
+
+
+def _column(devtools: DevTools, heading: str, clicks: int) -> list[str]:
+    """Click a column's heading ``clicks`` times; its cells' sort values (data-sort, else text), top down."""
+    return devtools.evaluate(f"""(() => {{
+      const table = document.querySelector("table.atlas-sortable");
+      const th = [...table.tHead.rows[0].cells].find(c => c.textContent.trim() === {json.dumps(heading)});
+      for (let i = 0; i < {clicks}; i++) th.click();
+      return [...table.tBodies[0].rows].map(r => {{
+        const c = r.cells[th.cellIndex];
+        return (c.hasAttribute("data-sort") ? c.getAttribute("data-sort") : c.textContent).trim();
+      }});
+    }})()""")
+
+
+def test_numeric_columns_sort_as_numbers(page) -> None:
+    devtools, base = page
+    devtools.open(f"{base}/comparison.html", width=1280, height=900)
+    cites = load_catalogue()
+    expected = sorted(p.survey.cite for p in cites if p.survey is not None and p.survey.cite is not None)
+    ascending = _column(devtools, "Cite", 1)
+    numbers = [int(v) for v in ascending if v]
+    assert numbers == expected and all(v == "" for v in ascending[len(numbers):])  # blanks last
+    assert numbers != sorted(numbers, key=str)  # as text, 1000 would come before 2
+    descending = [int(v) for v in _column(devtools, "Cite", 1) if v]
+    assert descending == expected[::-1]
+    verdicts = _column(devtools, "Verdict", 1)
+    assert verdicts[0] == "0"  # reproduced first
+    devtools.open(f"{base}/categories/pruning.html", width=1280, height=900)
+    years = [int(v) for v in _column(devtools, "Year", 2)]
+    assert years == sorted(years, reverse=True) and len(set(years)) > 1
+
+
+def test_filters_are_kept_in_the_address(page) -> None:
+    devtools, base = page
+    devtools.open(f"{base}/comparison.html?category=pruning&verdict=not+run&search=han", width=1280,
+                  height=900)
+    state = """(() => {
+      const rows = [...document.querySelectorAll("#atlas-comparison tbody tr")].filter(r => !r.hidden);
+      return {category: document.getElementById("atlas-filter-category").value,
+              verdict: document.getElementById("atlas-filter-verdict").value,
+              search: document.getElementById("atlas-filter-text").value,
+              count: document.getElementById("atlas-filter-count").textContent, query: location.search,
+              rows: rows.map(r => [r.dataset.categories, r.dataset.verdict, r.textContent.toLowerCase()])};
+    })()"""
+    seen = devtools.evaluate(state)
+    total = len(load_catalogue())
+    assert (seen["category"], seen["verdict"], seen["search"]) == ("pruning", "not run", "han")
+    assert seen["rows"] and seen["count"] == f"{len(seen['rows'])} of {total} papers"
+    for categories, verdict, text in seen["rows"]:
+        assert "pruning" in categories.split() and verdict == "not run" and "han" in text
+    # changing a filter rewrites the address, which a reload (or a link) restores
+    devtools.evaluate("""(() => { const c = document.getElementById("atlas-filter-category");
+      c.value = "quantization"; c.dispatchEvent(new Event("change")); })()""")
+    query = devtools.evaluate("location.search")
+    assert query == "?category=quantization&verdict=not+run&search=han"
+    devtools.open(f"{base}/comparison.html{query}", width=1280, height=900)
+    again = devtools.evaluate(state)
+    assert (again["category"], again["verdict"], again["search"]) == ("quantization", "not run", "han")
+    # a category page links the comparison table filtered to it
+    devtools.open(f"{base}/categories/distillation.html", width=1280, height=900)
+    link = devtools.evaluate("""[...document.querySelectorAll("a")].find(a =>
+      a.textContent.includes("in the comparison table")).href""")
+    assert link == f"{base}/comparison.html?category=distillation"
+    devtools.open(link, width=1280, height=900)
+    n = len(load_catalogue().filter(category="distillation"))
+    assert devtools.evaluate(state)["count"] == f"{n} of {total} papers"
+
+
+#: the site's own search, opened with ?q=: the results' links (page path and anchor), best first
+_SEARCH_RESULTS = """new Promise(resolve => {
+  (function poll() {
+    const links = [...document.querySelectorAll(".md-search-result__item > a")];
+    if (!links.length) return setTimeout(poll, 50);
+    resolve(links.map(a => { const u = new URL(a.href); return u.pathname.slice(1) + u.hash; }));
+  })();
+})"""
+
+
+@pytest.mark.parametrize("key", ["han2016", "han2015", "hinton2015", "li2017"])
+def test_searching_a_key_finds_the_paper_first(page, key: str) -> None:
+    """han2016 and li2017 begin other keys (han2016b, li2017b-e), which the search also matches; han2015 is
+    named all over han2016's page (which builds on it); hinton2015 over the distillation pages."""
+    devtools, base = page
+    devtools.open(f"{base}/index.html?q={key}", width=1280, height=900)
+    results = devtools.evaluate(_SEARCH_RESULTS)
+    assert results[0] == f"papers/{key}.html", results[:6]
+    tables = [i for i, r in enumerate(results)
+              if r.startswith(("comparison.html", "categories/", "papers/index.html"))]
+    assert all(i > 0 for i in tables), results
+    tag = devtools.evaluate('document.querySelector(".md-search-result__item .md-tag").textContent')
+    assert tag == key  # the result shows the paper's key

@@ -88,8 +88,8 @@ def generate(open_file: Callable[..., Any], docs_dir: Path | str, config: Any = 
     for stem, why in data.broken.items():  # the paper's page says so
         log.warning("reproductions/%s.py fails to import: %s", stem, why.replace("\n", " "))
     for quantity in glossary.undefined_quantities(data.catalogue):
-        log.warning("papers.yaml checks the quantity %s, which atlas/site/glossary.py (QUANTITIES) does not "
-                    "define: add its definition", quantity)
+        log.warning("papers.yaml checks the quantity %s, which atlas/site/glossary.py does not define (QUANTITIES) "
+                    "or label (LABELS): add both", quantity)
     for value in glossary.undefined_confidences():
         log.warning("the confidence value %s (atlas/schema.py) has no explanation in atlas/site/glossary.py "
                     "(CONFIDENCE_LEVELS): add one", value)

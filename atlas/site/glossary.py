@@ -1,8 +1,8 @@
 """What the site's words mean: every quantity a check of ``papers.yaml`` names (and those the category
-plots use), and the confidence levels of a reported number. The definitions are written here by hand;
-the glossary page lists the quantities the catalogue's checks actually name, so a new check quantity
-without a definition shows up (:func:`undefined_quantities`, a warning that fails ``mkdocs build
---strict``, and a test).
+plots use), with a short label for the tables, and the confidence levels of a reported number. The
+definitions and labels are written here by hand; the glossary page lists the quantities the catalogue's
+checks actually name, so a new check quantity without a definition or label shows up
+(:func:`undefined_quantities`, a warning that fails ``mkdocs build --strict``, and a test).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from atlas.catalogue import Catalogue
 from atlas.schema import CONFIDENCES
 
-__all__ = ["CONFIDENCE_LEVELS", "PLOT_QUANTITIES", "QUANTITIES", "Confidence", "checked_quantities",
-           "confidence_label", "confidence_levels", "undefined_confidences", "undefined_quantities"]
+__all__ = ["CONFIDENCE_LEVELS", "LABELS", "PLOT_QUANTITIES", "QUANTITIES", "Confidence", "Label",
+           "checked_quantities", "confidence_label", "confidence_levels", "label", "undefined_confidences",
+           "undefined_quantities"]
 
 #: quantity name -> its definition (a sentence fragment: what is measured, against what, in which unit)
 QUANTITIES: dict[str, str] = {
@@ -74,6 +75,45 @@ QUANTITIES: dict[str, str] = {
     ),
 }
 
+
+
+@dataclass(frozen=True)
+class Label:
+    """How a table names a quantity where its definition does not fit."""
+
+    text: str  # a short noun phrase, e.g. "gain of distilled student over hard-label student"
+    unit: str  # "pp", "%", "×", or "" for a plain number
+    signed: bool = False  # a difference: its values show their sign (+0.72)
+
+    def __str__(self) -> str:
+        return f"{self.text} ({self.unit})" if self.unit else self.text
+
+
+#: quantity name -> its short label (the tables show it; the name and definition are in the glossary)
+LABELS: dict[str, Label] = {
+    "accuracy": Label("test accuracy", "%"),
+    "accuracy_change_pp": Label("accuracy change against the uncompressed baseline", "pp", signed=True),
+    "distillation_gain_pp": Label("gain of distilled student over hard-label student", "pp", signed=True),
+    "gap_recovered_fraction": Label("share of the teacher–student gap recovered", "1 = all"),
+    "fitnet_over_kd_pp": Label("gain of FitNet over distillation alone", "pp", signed=True),
+    "teacher_q_gain_pp": Label("gain of the rule-constrained teacher over the same network without rules", "pp",
+                               signed=True),
+    "conv_over_mlp_pp": Label("gain of the convolutional over the MLP mimic student", "pp", signed=True),
+    "nst_kd_gain_pp": Label("gain of NST with distillation over hard-label student", "pp", signed=True),
+    "map_gain_pp": Label("mAP gain of distilled over plain retrieval student", "pp", signed=True),
+    "param_compression": Label("parameter compression", "×"),
+    "storage_compression": Label("storage compression", "×"),
+    "weight_storage_compression": Label("weight storage compression", "×"),
+    "flop_reduction": Label("FLOP reduction", "×"),
+    "speedup": Label("speed-up", "×"),
+}
+
+
+def label(name: str) -> Label:
+    """The quantity's label; a quantity without one is shown by its name."""
+    return LABELS.get(name) or Label(name, "")
+
+
 #: the quantities the category plots use besides the checked ones (x: compression or speed-up)
 PLOT_QUANTITIES = ("accuracy_change_pp", "distillation_gain_pp", "param_compression", "storage_compression",
                    "flop_reduction", "speedup")
@@ -133,5 +173,5 @@ def checked_quantities(catalogue: Catalogue) -> dict[str, list[str]]:
 
 
 def undefined_quantities(catalogue: Catalogue) -> list[str]:
-    """The checked quantities :data:`QUANTITIES` does not define."""
-    return [q for q in checked_quantities(catalogue) if q not in QUANTITIES]
+    """The checked quantities without a definition in :data:`QUANTITIES` or a label in :data:`LABELS`."""
+    return [q for q in checked_quantities(catalogue) if q not in QUANTITIES or q not in LABELS]

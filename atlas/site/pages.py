@@ -19,6 +19,7 @@ import json
 import posixpath
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -27,13 +28,14 @@ from markupsafe import Markup
 from atlas.bibtex import to_bibtex
 from atlas.catalogue import CATEGORIES, Claim, Paper
 from atlas.errors import CatalogueError
-from atlas.report import RECORD_UNREADABLE, fmt, measured_text, reported_text, target_text
+from atlas.report import RECORD_UNREADABLE, fmt, measured_text, reported_text
 from atlas.results import Outcome, Record
-from atlas.schema import normalise_title
+from atlas.schema import Check, normalise_title
 from atlas.site import glossary
 from atlas.site.data import SiteData, primary_claim, profile_names
 from atlas.site.docstring import rst_to_markdown
 from atlas.site.downloads import COLUMNS, RESULTS_CSV, RESULTS_JSON, bibtex_path
+from atlas.stats import Interval
 from atlas.verdict import VERDICTS, ClaimVerdict
 
 if TYPE_CHECKING:
@@ -52,6 +54,12 @@ CATEGORY_TITLES = {
 
 NEWEST = 10
 GLOSSARY = "glossary.md"
+#: the search weight of a paper page (material's ``search: boost``; the other pages weigh 1): a paper's
+#: key, title or authors find its page before the comparison and category tables that also list them
+SEARCH_BOOST = 10
+#: the weight of a paper page whose key begins another key (han2016, han2016b): the search completes every
+#: word it is given as a prefix, so searching han2016 also matches han2016b, which this weight outranks
+SEARCH_BOOST_PREFIX_KEY = 15
 
 
 def category_title(name: str) -> str:
@@ -94,6 +102,15 @@ def md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
+_ENTITY_SPECIAL = re.compile(r"[\\`*_\[\]|#$]")
+
+
+def ent(text: object) -> str:
+    """Text safe both in Markdown (a table cell included) and inside a raw HTML block: HTML-escaped, and
+    the Markdown specials written as numeric character references, which neither context rewrites."""
+    return _ENTITY_SPECIAL.sub(lambda m: f"&#{ord(m.group())};", h(text))
+
+
 def code(text: object) -> str:
     """Inline code, safe anywhere in Markdown (a table cell included)."""
     return f"<code>{html.escape(str(text))}</code>"
@@ -114,6 +131,15 @@ def fence(text: str, lang: str = "") -> str:
 def indent(text: str, width: int = 4) -> str:
     """Markdown ``text`` nested in a block (an admonition): every non-empty line indented."""
     return "\n".join(" " * width + ln if ln else "" for ln in str(text).splitlines())
+
+
+#: the order the tables sort verdicts in (the verdict column sorts by this rank; no verdict sorts last)
+VERDICT_ORDER = (*VERDICTS, "not run", RECORD_UNREADABLE)
+
+
+def verdict_rank(verdict: str | None) -> str:
+    """The sort key of a verdict cell: its place in :data:`VERDICT_ORDER`, empty without a verdict."""
+    return str(VERDICT_ORDER.index(verdict)) if verdict in VERDICT_ORDER else ""
 
 
 def verdict_badge(verdict: str | None) -> str:
@@ -139,14 +165,14 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         finalize=lambda value: "–" if value is None else value,  # as md() and h() show None
     )
-    env.filters.update(md=_safe(md), code=_safe(code), badge=_safe(verdict_badge), fmt=fmt,
+    env.filters.update(md=_safe(md), ent=_safe(ent), code=_safe(code), badge=_safe(verdict_badge), fmt=fmt,
                        indent_md=_safe(indent))
     env.globals.update(
         rel=rel, html_href=html_href, paper_path=paper_path, category_path=category_path,
         category_title=category_title, fence=_safe(fence), code=_safe(code),
         badge=_safe(verdict_badge), CATEGORIES=CATEGORIES, VERDICTS=VERDICTS, GLOSSARY=GLOSSARY,
-        quantity_anchor=quantity_anchor, bibtex_path=bibtex_path, RESULTS_CSV=RESULTS_CSV,
-        RESULTS_JSON=RESULTS_JSON,
+        quantity_anchor=quantity_anchor, bibtex_path=bibtex_path, verdict_rank=verdict_rank,
+        RESULTS_CSV=RESULTS_CSV, RESULTS_JSON=RESULTS_JSON,
     )
     return env
 
@@ -157,6 +183,98 @@ def render(template: str, **context: Any) -> str:
 
 def _record_date(record: Record) -> str:
     return str(record.provenance.get("date") or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# a claim's checks: the paper's number beside the atlas's, quantity by quantity
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One check of a claim: the paper's value of the quantity (the check's target) and the atlas's (the
+    record's mean, 95% interval and n), in the quantity's unit, under its label."""
+
+    quantity: str
+    label: str  # "gain of distilled student over hard-label student (pp)"
+    rule: str  # when the check passes: "distillation_gain_pp >= 0.12 (0.72 - 0.6)"
+    paper: str  # "+0.72"; "≥ 0" where the paper states a direction, not a number
+    atlas: str = ""  # the mean, "+0.41"; empty when the run has no value
+    spread: str = ""  # " [0.28, 0.54], n=5"
+    missing: str = ""  # why there is no atlas value: "not run", "not measured", "record unreadable"
+    state: str = ""  # the check's result: pass, fail, inconclusive, not measured
+    reason: str = ""
+
+    @property
+    def text(self) -> str:
+        """``label: paper +0.72 · atlas +0.41 [0.28, 0.54], n=5`` (plain text)."""
+        atlas = self.atlas + self.spread if self.atlas else self.missing
+        return f"{self.label}: paper {self.paper} · atlas {atlas}"
+
+
+def value_text(quantity: str, value: float) -> str:
+    """A value in the quantity's unit, with its sign where the quantity is a difference."""
+    text = fmt(value)
+    return "+" + text if glossary.label(quantity).signed and value > 0 else text
+
+
+def paper_value(check: Check) -> str:
+    """The paper's value of the checked quantity. A one-sided check of a zero target without tolerance is
+    a direction (the paper reports an improvement, not its size): ``≥ 0``."""
+    value = value_text(check.quantity, float(check.target))
+    if check.target == 0 and check.tolerance() == 0 and check.direction in ("higher", "lower"):
+        return ("≥ " if check.direction == "higher" else "≤ ") + value
+    return value
+
+
+def atlas_spread(iv: Interval) -> str:
+    """What follows the mean: the interval and n, or why there is no interval."""
+    if iv.lo is None or iv.hi is None:
+        return f", n={iv.n} (no interval)"
+    if iv.constant:
+        return f", n={iv.n} (same on every seed)"
+    return f" [{fmt(iv.lo)}, {fmt(iv.hi)}], n={iv.n}"
+
+
+def compared(claim: Claim, cv: ClaimVerdict | None, missing: str = "not run") -> list[Compared]:
+    """The claim's checks, each with the atlas's measurement where ``cv`` (the claim judged on a record)
+    has one; ``missing`` says why there is none without ``cv``."""
+    judged = list(cv.checks) if cv is not None and len(cv.checks) == len(claim.checks) else []
+    out = []
+    for i, check in enumerate(claim.checks):
+        base = {"quantity": check.quantity, "label": str(glossary.label(check.quantity)),
+                "rule": check.describe(), "paper": paper_value(check)}
+        if not judged:
+            out.append(Compared(**base, missing=missing))
+            continue
+        verdict = judged[i]
+        iv = verdict.interval
+        if iv is None:
+            out.append(Compared(**base, missing="not measured", state=verdict.state, reason=verdict.reason))
+        else:
+            out.append(Compared(**base, atlas=value_text(check.quantity, iv.mean), spread=atlas_spread(iv),
+                                state=verdict.state, reason=verdict.reason))
+    return out
+
+
+def claim_compared(data: SiteData, paper: Paper, claim: Claim) -> list[Compared]:
+    """:func:`compared` for a claim of the catalogue, against the paper's published record."""
+    missing = ("record unreadable" if data.unreadable_record(paper.key)
+               else "not measured" if data.record(paper.key) is not None else "not run")
+    return compared(claim, data.claim_verdict(paper.key, claim.id), missing)
+
+
+def measured_labelled(outcome: Outcome, cv: ClaimVerdict | None) -> str:
+    """The judged quantities under their labels (``label +0.41 [0.28, 0.54], n=5; ...``); an outcome
+    without checks lists what it recorded, by name."""
+    if cv is None or not cv.checks:
+        return measured_text(outcome, cv)
+    parts = []
+    for check in cv.checks:
+        if check.interval is not None:
+            iv = check.interval
+            value = value_text(check.quantity, iv.mean)
+            parts.append(f"{glossary.label(check.quantity)}: {value}{atlas_spread(iv)}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +309,7 @@ def _category_counts(data: SiteData, cat: str) -> dict[str, Any]:
 def home_page(data: SiteData, intro: str = "") -> str:
     newest = []
     for rec in sorted(data.records.values(), key=_record_date, reverse=True)[:NEWEST]:
-        measured = "; ".join(filter(None, (measured_text(o, data.claim_verdict(rec.key, o.claim))
+        measured = "; ".join(filter(None, (measured_labelled(o, data.claim_verdict(rec.key, o.claim))
                                            for o in rec.outcomes)))
         newest.append({"record": rec, "paper": data.catalogue.get(rec.key), "date": _record_date(rec)[:10],
                        "measured": measured, "verdict": data.verdict(rec.key)})
@@ -212,34 +330,42 @@ def _claim_summary(claim: Claim | None) -> str:
     return f"{text} ({claim.dataset})"
 
 
-def _outcome_summary(outcome: Outcome | None, record: Record | None, cv: ClaimVerdict | None = None) -> str:
+def _setting(outcome: Outcome | None, record: Record | None) -> str:
+    """Where the atlas measured: ``fashion-mnist, quick profile``."""
     if outcome is None or record is None:
         return ""
-    measured = measured_text(outcome, cv) or "measured, no check quantity"
-    return f"{measured} ({outcome.dataset}, {record.profile} profile)"
+    return f"{outcome.dataset}, {record.profile} profile"
 
 
+#: the comparison table's columns: (heading, sort type); the verdict and the numbers first, then the
+#: annotated survey's columns
 COMPARISON_HEADS = [
-    ("Paper", "text"), ("Ref", "num"), ("Class", "text"), ("Reference", "text"), ("Conference", "text"),
-    ("Cite", "num"), ("Detailed", "text"), ("Superiority", "text"), ("Weakness", "text"),
-    ("Reported claim", "text"), ("Reproduced", "text"), ("Verdict", "text"),
+    ("Paper", "text"), ("Verdict", "num"), ("Paper vs atlas", "text"), ("Reported claim", "text"),
+    ("Ref", "num"), ("Class", "text"), ("Reference", "text"), ("Conference", "text"), ("Cite", "num"),
+    ("Detailed", "text"), ("Superiority", "text"), ("Weakness", "text"),
 ]
+
+
+def _row_verdict(data: SiteData, paper: Paper, claim: Claim | None) -> str:
+    """The paper's verdict over all its judged claims (its page lists each claim's own)."""
+    if data.record(paper.key):
+        return data.verdict(paper.key) or ""
+    if data.unreadable_record(paper.key):
+        return RECORD_UNREADABLE
+    return "not run" if claim and claim.checks else ""
 
 
 def _comparison_row(data: SiteData, paper: Paper) -> dict[str, Any]:
     claim = primary_claim(paper, data)
     record = data.record(paper.key)
     outcome = data.outcome(paper.key, claim) if claim else None
-    # The paper's verdict over all its judged claims (the page lists each claim's own verdict).
-    verdict = data.verdict(paper.key) if record else (
-        RECORD_UNREADABLE if data.unreadable_record(paper.key) else "not run" if claim and claim.checks else "")
     reported = _claim_summary(claim)
     if len(paper.claims) > 1:
         reported += f" (+{len(paper.claims) - 1} more)"
-    cv = data.claim_verdict(paper.key, claim.id) if claim else None
     return {
-        "paper": paper, "survey": paper.survey, "claim": claim, "outcome": outcome, "verdict": verdict,
-        "reported": reported, "reproduced": _outcome_summary(outcome, record, cv),
+        "paper": paper, "survey": paper.survey, "claim": claim, "outcome": outcome,
+        "verdict": _row_verdict(data, paper, claim), "reported": reported,
+        "compared": claim_compared(data, paper, claim) if claim else [], "setting": _setting(outcome, record),
     }
 
 
@@ -260,21 +386,30 @@ def category_index_page(data: SiteData) -> str:
                   categories=[_category_counts(data, c) for c in CATEGORIES])
 
 
+#: a category page's table of papers: (heading, sort type)
+CATEGORY_HEADS = [
+    ("Paper", "text"), ("Verdict", "num"), ("Paper vs atlas", "text"), ("Reported", "text"),
+    ("Title", "text"), ("Year", "num"), ("Venue", "text"), ("Code", "text"),
+]
+
+
 def category_page(data: SiteData, cat: str, points: list[Point], image: str) -> str:
     papers = []
     for paper in category_order(data, cat):
         claim = primary_claim(paper, data)
         outcome = data.outcome(paper.key, claim) if claim else None
         cv = data.claim_verdict(paper.key, claim.id) if claim else None
+        verdict = cv.verdict if outcome is not None and cv else _row_verdict(data, paper, claim)
         papers.append({
-            "paper": paper, "reproduction": paper.key in data.reproductions,
-            "reported": _claim_summary(claim), "reproduced": _outcome_summary(outcome, data.record(paper.key), cv),
-            "verdict": cv.verdict if outcome and cv else None,
+            "paper": paper, "reproduction": paper.key in data.reproductions, "claim": claim,
+            "reported": _claim_summary(claim), "verdict": verdict,
+            "compared": claim_compared(data, paper, claim) if claim else [],
+            "setting": _setting(outcome, data.record(paper.key)),
         })
     plotted = [p for p in points if p.plottable]
     return render(
         "category.md.j2", page=category_path(cat), title=category_title(cat), image=image, name=cat,
-        counts=_category_counts(data, cat), papers=papers,
+        counts=_category_counts(data, cat), papers=papers, heads=CATEGORY_HEADS,
         plotted=sorted(plotted, key=lambda p: (p.key, p.claim, p.source)),
         missing=[p for p in points if not p.plottable and (p.y is not None or p.x is not None)],
         n_reported=sum(1 for p in plotted if p.source == "reported"),
@@ -297,7 +432,7 @@ def papers_index_page(data: SiteData) -> str:
     return render("papers_index.md.j2", page="papers/index.md", total=len(data.catalogue), rows=rows)
 
 
-def _claim_rows(paper: Paper) -> list[dict[str, Any]]:
+def _claim_rows(data: SiteData, paper: Paper) -> list[dict[str, Any]]:
     rows = []
     for c in paper.claims:
         source = c.source + (f" (arXiv:{c.arxiv_version})" if c.arxiv_version else "")
@@ -306,7 +441,7 @@ def _claim_rows(paper: Paper) -> list[dict[str, Any]]:
             "reported": ", ".join(filter(None, [reported_text(c) or c.metric,
                                                 f"sparsity {fmt(c.sparsity)}" if c.sparsity is not None else ""])),
             "source": source, "confidence": glossary.confidence_label(c.confidence),
-            "checks": target_text(c) or "none (not comparable)",
+            "compared": claim_compared(data, paper, c),
         })
     return rows
 
@@ -338,13 +473,16 @@ def _outcome(paper: Paper, outcome: Outcome, cv: ClaimVerdict | None) -> dict[st
     try:
         claim = paper.claim(outcome.claim)
         reported, setting, source = reported_text(claim) or claim.metric, f"{claim.model} / {claim.dataset}", claim.source
+        targets = {check.quantity: paper_value(check) for check in claim.checks}
     except CatalogueError:  # a record for a claim the catalogue no longer has
-        reported, setting, source = "–", "–", ""
+        reported, setting, source, targets = "–", "–", "", {}
     checks = []
     for c in cv.checks if cv is not None else []:
         iv = c.interval
         checks.append({
-            "check": c, "mean": "–" if iv is None else fmt(iv.mean), "n": "–" if iv is None else str(iv.n),
+            "check": c, "label": str(glossary.label(c.quantity)), "paper": targets.get(c.quantity, "–"),
+            "mean": "–" if iv is None else value_text(c.quantity, iv.mean),
+            "n": "–" if iv is None else str(iv.n),
             "interval": "–" if iv is None or iv.lo is None else f"[{fmt(iv.lo)}, {fmt(iv.hi)}]",
             "result": c.state + (f" ({c.reason})" if c.reason else ""),
         })
@@ -353,7 +491,7 @@ def _outcome(paper: Paper, outcome: Outcome, cv: ClaimVerdict | None) -> dict[st
                 "per_seed": ", ".join(fmt(v) for v in m.values)} for name, m in outcome.metrics.items()]
     return {"outcome": outcome, "verdict": cv.verdict if cv else None, "reported": reported, "setting": setting,
             "source": source, "checks": checks, "notes": cv.notes if cv is not None else [], "metrics": metrics,
-            "measured": measured_text(outcome, cv) or "–"}
+            "measured": measured_labelled(outcome, cv) or "–"}
 
 
 def _settings(profiles: dict[str, dict[str, Any]], names: list[str]) -> list[tuple[str, list[str]]]:
@@ -401,6 +539,12 @@ def same_work(data: SiteData, paper: Paper) -> list[Paper]:
     return [data.catalogue.get(k) for k in getattr(paper, "same_work_as", ()) or () if k in data.catalogue]
 
 
+def search_boost(data: SiteData, paper: Paper) -> int:
+    """The paper page's weight in the site's search (:data:`SEARCH_BOOST`)."""
+    begins_another = any(p.key != paper.key and p.key.startswith(paper.key) for p in data.catalogue)
+    return SEARCH_BOOST_PREFIX_KEY if begins_another else SEARCH_BOOST
+
+
 def paper_page(data: SiteData, paper: Paper) -> str:
     page = paper_path(paper.key)
     record = data.record(paper.key)
@@ -428,11 +572,12 @@ def paper_page(data: SiteData, paper: Paper) -> str:
         links.append((paper.url, paper.url))
     before, after = neighbours(data, paper)
     return render(
-        "paper.md.j2", page=page, paper=paper, record=record, links=links, before=before, after=after,
+        "paper.md.j2", page=page, paper=paper, record=record, search_boost=search_boost(data, paper), links=links,
+        before=before, after=after,
         survey_title=survey_title(paper), same_work=same_work(data, paper),
         verdict=data.verdict(paper.key), unreadable=data.unreadable.get(paper.key) if record is None else None,
         broken=data.broken.get(paper.key), reproduction=reproduction,
-        claims=_claim_rows(paper), provenance=_provenance(record) if record else [],
+        claims=_claim_rows(data, paper), provenance=_provenance(record) if record else [],
         outcomes=[_outcome(paper, o, data.claim_verdict(paper.key, o.claim)) for o in record.outcomes]
         if record else [],
         bibtex=to_bibtex([paper]).strip(),
@@ -445,9 +590,9 @@ def paper_page(data: SiteData, paper: Paper) -> str:
 
 def glossary_page(data: SiteData) -> str:
     checked = glossary.checked_quantities(data.catalogue)
-    quantities = [{"name": q, "definition": glossary.QUANTITIES.get(q), "papers": keys}
-                  for q, keys in checked.items()]
-    plotted = [{"name": q, "definition": glossary.QUANTITIES[q]} for q in glossary.PLOT_QUANTITIES
-               if q not in checked]
+    quantities = [{"name": q, "definition": glossary.QUANTITIES.get(q), "label": glossary.LABELS.get(q),
+                   "papers": keys} for q, keys in checked.items()]
+    plotted = [{"name": q, "definition": glossary.QUANTITIES[q], "label": glossary.LABELS.get(q)}
+               for q in glossary.PLOT_QUANTITIES if q not in checked]
     return render("glossary.md.j2", page=GLOSSARY, quantities=quantities, plotted=plotted,
                   confidences=glossary.confidence_levels())
