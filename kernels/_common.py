@@ -89,6 +89,21 @@ def unpack_codes_int32(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     return codes.reshape(*words.shape[:-1], -1)[..., :k]
 
 
+#: The activation dtypes the float-activation kernels take.
+FLOAT_ACTS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def float_matmul_operands(x: torch.Tensor, weight_shape: tuple[int, int]
+                          ) -> tuple[torch.Tensor, int, int, tuple[int, ...]]:
+    """Float activations ``x`` (``[K]`` or ``[..., K]``) against a weight of ``weight_shape`` ``[N, K]``:
+    ``x`` as ``[M, K]``, ``N``, ``K`` and the output's shape (``[N]`` or ``[..., N]``)."""
+    if x.dtype not in FLOAT_ACTS:
+        raise TypeError(f"activations must be one of {FLOAT_ACTS}")
+    n, k = weight_shape
+    x2, vec = as_2d(x, k)
+    return x2, n, k, ((n,) if vec else (*x.shape[:-1], n))
+
+
 def as_2d(x: torch.Tensor, k: int) -> tuple[torch.Tensor, bool]:
     """View a ``[K]`` vector or ``[..., K]`` batch as ``[M, K]``; also say whether it was 1-D."""
     if x.shape[-1] != k:

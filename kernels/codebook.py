@@ -22,8 +22,15 @@ from dataclasses import dataclass
 import torch
 
 from ._backend import Backend, cdiv, resolve_backend, triton_module
-from ._common import PackedTensor, as_2d, pack_codes, prepare_out, unpack_codes, unpack_codes_int32
-from .lowbit import _FLOAT_ACTS, _gemm_tiles
+from ._common import (
+    PackedTensor,
+    float_matmul_operands,
+    pack_codes,
+    prepare_out,
+    unpack_codes,
+    unpack_codes_int32,
+)
+from .lowbit import _gemm_tiles
 
 __all__ = [
     "CodebookWeight",
@@ -117,12 +124,8 @@ def codebook_matmul(
     x: torch.Tensor, w: CodebookWeight, *, backend: Backend = "auto", out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Y = X @ W.T`` with ``W`` given by codebook indices; ``x`` is ``[K]`` or ``[..., K]`` float."""
-    if x.dtype not in _FLOAT_ACTS:
-        raise TypeError(f"activations must be one of {_FLOAT_ACTS}")
-    n, k = w.shape
-    x2, vec = as_2d(x, k)
+    x2, n, k, out_shape = float_matmul_operands(x, w.shape)
     m = x2.shape[0]
-    out_shape = (n,) if vec else (*x.shape[:-1], n)
     if resolve_backend(backend, x, w.packed, w.codebook) == "reference":
         y = codebook_matmul_reference(x2, w).reshape(out_shape)
         return y if out is None else prepare_out(out, out_shape, x.dtype, w.packed.device).copy_(y)

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 import torch
 
 from ._backend import Backend, cdiv, interpreting, next_pow2, resolve_backend, triton_module
-from ._common import PackedTensor, as_2d, pack_codes, prepare_out, unpack_codes, unpack_codes_int32
+from ._common import (
+    PackedTensor,
+    float_matmul_operands,
+    pack_codes,
+    prepare_out,
+    unpack_codes,
+    unpack_codes_int32,
+)
 
 __all__ = [
     "LowBitWeight",
@@ -46,7 +53,6 @@ __all__ = [
     "quantize_uniform",
 ]
 
-_FLOAT_ACTS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @dataclass
@@ -196,12 +202,8 @@ def lowbit_matmul(
     x: torch.Tensor, w: LowBitWeight, *, backend: Backend = "auto", out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Y = X @ W.T`` for a packed low-bit ``W [N, K]``; ``x`` is ``[K]`` or ``[..., K]`` fp32/fp16/bf16."""
-    if x.dtype not in _FLOAT_ACTS:
-        raise TypeError(f"activations must be one of {_FLOAT_ACTS}")
-    n, k = w.shape
-    x2, vec = as_2d(x, k)
+    x2, n, k, out_shape = float_matmul_operands(x, w.shape)
     m = x2.shape[0]
-    out_shape = (n,) if vec else (*x.shape[:-1], n)
     if resolve_backend(backend, x, w.packed) == "reference":
         y = lowbit_matmul_reference(x2, w).reshape(out_shape)
         return y if out is None else prepare_out(out, out_shape, x.dtype, w.packed.device).copy_(y)

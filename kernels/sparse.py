@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ._backend import Backend, cdiv, interpreting, next_pow2, resolve_backend, triton_module
-from ._common import PackedTensor, as_2d, prepare_out
-from .lowbit import _FLOAT_ACTS
+from ._common import PackedTensor, float_matmul_operands, prepare_out
 
 __all__ = [
     "BlockSparseWeight",
@@ -202,12 +201,8 @@ def sparse_matmul(
     """``Y = X @ W.T`` for a sparse ``W`` (CSR, blocked or EIE); ``x`` is ``[K]`` or ``[..., K]`` float.
 
     SpMV when ``x`` is a vector, SpMM otherwise."""
-    if x.dtype not in _FLOAT_ACTS:
-        raise TypeError(f"activations must be one of {_FLOAT_ACTS}")
-    n, k = w.shape
-    x2, vec = as_2d(x, k)
+    x2, n, k, out_shape = float_matmul_operands(x, w.shape)
     m = x2.shape[0]
-    out_shape = (n,) if vec else (*x.shape[:-1], n)
     dev = x.device
     tensors = [t for t in vars(w).values() if isinstance(t, torch.Tensor)]
     if resolve_backend(backend, x, *tensors) == "reference":
