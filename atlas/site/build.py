@@ -1,5 +1,5 @@
 """Write every generated page of the site (rendered from the templates in ``atlas/site/templates/``),
-the category plots and the downloads (``results.csv``, ``results.json``, ``bibtex/<category>.bib``).
+the category plots, the plots of the reproduced papers and the downloads (``results.csv``, ``results.json``, ``bibtex/<category>.bib``).
 ``site/gen_pages.py`` (run by the mkdocs-gen-files plugin during ``mkdocs build``) calls
 :func:`generate`; nothing it writes lands in the working tree (the registry may refresh
 ``reproductions/manifest.json`` when a reproduction changed since it was written).
@@ -18,7 +18,7 @@ from typing import Any
 from atlas.catalogue import CATEGORIES
 from atlas.site import downloads, glossary, pages
 from atlas.site.data import SiteData, collect
-from atlas.site.plots import Point, category_plot, reported_point, reproduced_point
+from atlas.site.plots import Point, category_plot, paper_plot, reported_point, reproduced_point
 
 __all__ = ["generate", "nav", "render_all"]
 
@@ -59,6 +59,9 @@ def render_all(data: SiteData, intro: str = "") -> dict[str, str | bytes]:
         out[downloads.bibtex_path(cat)] = downloads.category_bibtex(data.catalogue, cat)
     for paper in data.catalogue:
         out[pages.paper_path(paper.key)] = pages.paper_page(data, paper)
+        plot = paper_plot(paper, data.record(paper.key))
+        if plot is not None:  # the page embeds it (pages.paper_plot_image): a paper without a record has none
+            out[pages.paper_plot_path(paper.key)] = plot
     return out
 
 

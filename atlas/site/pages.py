@@ -20,7 +20,7 @@ import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
@@ -35,11 +35,9 @@ from atlas.site import glossary
 from atlas.site.data import SiteData, primary_claim, profile_names
 from atlas.site.docstring import rst_to_markdown
 from atlas.site.downloads import COLUMNS, RESULTS_CSV, RESULTS_JSON, bibtex_path
+from atlas.site.plots import Point, paper_panels
 from atlas.stats import Interval
 from atlas.verdict import VERDICTS, ClaimVerdict
-
-if TYPE_CHECKING:
-    from atlas.site.plots import Point
 
 CATEGORY_TITLES = {
     "survey": "Surveys",
@@ -68,6 +66,16 @@ def category_title(name: str) -> str:
 
 def paper_path(key: str) -> str:
     return f"papers/{key}.md"
+
+
+def paper_plot_path(key: str) -> str:
+    """The paper's plot (:func:`atlas.site.plots.paper_plot`), beside its page."""
+    return f"papers/{key}.svg"
+
+
+def paper_plot_image(data: SiteData, paper: Paper) -> str | None:
+    """The paper's plot as its page links it, or None where there is none (no record, no measured check)."""
+    return posixpath.basename(paper_plot_path(paper.key)) if paper_panels(paper, data.record(paper.key)) else None
 
 
 def category_path(name: str) -> str:
@@ -580,7 +588,7 @@ def paper_page(data: SiteData, paper: Paper) -> str:
         claims=_claim_rows(data, paper), provenance=_provenance(record) if record else [],
         outcomes=[_outcome(paper, o, data.claim_verdict(paper.key, o.claim)) for o in record.outcomes]
         if record else [],
-        bibtex=to_bibtex([paper]).strip(),
+        bibtex=to_bibtex([paper]).strip(), plot=paper_plot_image(data, paper),
     )
 
 
