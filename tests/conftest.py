@@ -18,3 +18,12 @@ def _isolated_atlas_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     cache = tmp_path_factory.getbasetemp() / "atlas-cache"  # shared by the session: teachers train once
     monkeypatch.setenv("ATLAS_CACHE_DIR", str(cache))
     monkeypatch.setenv("ATLAS_RESULTS_DIR", str(tmp_path_factory.mktemp("results")))
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory):
+    """The site built once per session against a results folder holding the hinton2015 fixture record
+    (tests/site_helpers.py)."""
+    from site_helpers import built_site
+
+    return built_site(tmp_path_factory.getbasetemp())

@@ -86,6 +86,27 @@ def build(out: Path, results: Path) -> Built:
 
 _BUILT: dict[str, Built] = {}
 
+#: The site's build dependencies (the [site] extra): module -> what it is.
+SITE_EXTRA = {"mkdocs": "the [site] extra", "material": "mkdocs-material", "mkdocs_gen_files": "mkdocs-gen-files"}
+
+
+def require_site_extra() -> None:
+    """Skip the calling test module when the site cannot be built here (call it at module level)."""
+    import pytest
+
+    for module, what in SITE_EXTRA.items():
+        pytest.importorskip(module, reason=f"the site needs {what}: pip install -e '.[site]'")
+
+
+def hinton_site_data(tmp_path_factory: Any) -> Any:
+    """The site's data (:class:`atlas.site.data.SiteData`): the catalogue with the fixture's record of
+    hinton2015 (mnist-student: gain 0.7333, 0.8333, 0.9333) in a fresh results folder."""
+    from atlas.site.data import collect
+
+    results = tmp_path_factory.mktemp("hinton-results")
+    write_hinton_record(results)
+    return collect(results)
+
 
 def built_site(base: Path) -> Built:
     """The site built once per test session (``base``: the session's temporary folder)."""

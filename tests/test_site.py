@@ -9,12 +9,9 @@ import re
 from html import unescape
 
 import pytest
+from site_helpers import HINTON_GAIN, Built, require_site_extra  # noqa: E402
 
-pytest.importorskip("mkdocs", reason="the site needs the [site] extra: pip install -e '.[site]'")
-pytest.importorskip("material", reason="the site needs mkdocs-material: pip install -e '.[site]'")
-pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files: pip install -e '.[site]'")
-
-from site_helpers import HINTON_GAIN, Built, built_site  # noqa: E402
+require_site_extra()
 
 from atlas import manifest  # noqa: E402
 from atlas.catalogue import CATEGORIES, load_catalogue  # noqa: E402
@@ -25,10 +22,6 @@ from atlas.site.docstring import rst_to_markdown  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return built_site(tmp_path_factory.getbasetemp())
 
 
 def test_build_is_strict_clean_and_fast(site: Built) -> None:

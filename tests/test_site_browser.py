@@ -31,11 +31,9 @@ pytestmark = [
                        reason=f"{CHROMIUM} is not installed (Debian: apt-get install chromium)"),
 ]
 
-pytest.importorskip("mkdocs", reason="the site needs the [site] extra: pip install -e '.[site]'")
-pytest.importorskip("material", reason="the site needs mkdocs-material: pip install -e '.[site]'")
-pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files: pip install -e '.[site]'")
+from site_helpers import HINTON_GAIN, Built, DevTools, require_site_extra, serve  # noqa: E402
 
-from site_helpers import HINTON_GAIN, Built, DevTools, built_site, serve  # noqa: E402
+require_site_extra()
 
 from atlas.catalogue import load_catalogue  # noqa: E402
 
@@ -48,10 +46,6 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return built_site(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from site_helpers import HINTON_GAIN, Built, hinton_site_data, require_site_extra  # noqa: E402
 
-pytest.importorskip("mkdocs", reason="the site needs the [site] extra: pip install -e '.[site]'")
-pytest.importorskip("material", reason="the site needs mkdocs-material: pip install -e '.[site]'")
-pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files: pip install -e '.[site]'")
-
-from site_helpers import HINTON_GAIN, Built, built_site, write_hinton_record  # noqa: E402
+require_site_extra()
 
 from atlas.catalogue import CATEGORIES, load_catalogue  # noqa: E402
 from atlas.cli import main as atlas_main  # noqa: E402
 from atlas.results import Record  # noqa: E402
-from atlas.site.data import SiteData, collect  # noqa: E402
+from atlas.site.data import SiteData  # noqa: E402
 from atlas.site.downloads import (  # noqa: E402
     COLUMNS,
     category_bibtex,
@@ -39,14 +36,8 @@ LOW, HIGH = HINTON_GAIN - 0.248414, HINTON_GAIN + 0.248414
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> SiteData:
-    results = tmp_path_factory.mktemp("downloads-results")
-    write_hinton_record(results)
-    return collect(results)
+    return hinton_site_data(tmp_path_factory)
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return built_site(tmp_path_factory.getbasetemp())
 
 
 def test_results_frame_holds_the_checks_and_provenance(data: SiteData) -> None:

@@ -8,12 +8,9 @@ import html
 import re
 
 import pytest
+from site_helpers import Built, require_site_extra  # noqa: E402
 
-pytest.importorskip("mkdocs", reason="the site needs the [site] extra: pip install -e '.[site]'")
-pytest.importorskip("material", reason="the site needs mkdocs-material: pip install -e '.[site]'")
-pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files: pip install -e '.[site]'")
-
-from site_helpers import Built, built_site  # noqa: E402
+require_site_extra()
 
 from atlas import manifest  # noqa: E402
 from atlas.catalogue import load_catalogue  # noqa: E402
@@ -23,10 +20,6 @@ from atlas.site.data import SiteData  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return built_site(tmp_path_factory.getbasetemp())
 
 
 def _order(catalogue, category: str) -> list[str]:

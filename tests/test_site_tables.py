@@ -15,13 +15,13 @@ import pytest
 
 pytest.importorskip("jinja2", reason="the site needs the [site] extra: pip install -e '.[site]'")
 
-from site_helpers import HINTON_GAIN, write_hinton_record  # noqa: E402
+from site_helpers import HINTON_GAIN, hinton_site_data  # noqa: E402
 
 from atlas import manifest  # noqa: E402
 from atlas.catalogue import CATEGORIES, load_catalogue  # noqa: E402
 from atlas.schema import Check  # noqa: E402
 from atlas.site import glossary, pages  # noqa: E402
-from atlas.site.data import SiteData, collect  # noqa: E402
+from atlas.site.data import SiteData  # noqa: E402
 from atlas.stats import Interval  # noqa: E402
 from atlas.verdict import VERDICTS  # noqa: E402
 
@@ -31,9 +31,7 @@ GAIN = "gain of distilled student over hard-label student (pp)"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> SiteData:
     """The catalogue with the fixture's record of hinton2015 (mnist-student: gain 0.7333, 0.8333, 0.9333)."""
-    results = tmp_path_factory.mktemp("tables-results")
-    write_hinton_record(results)
-    return collect(results)
+    return hinton_site_data(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
+from site_helpers import Built, published_site, require_site_extra  # noqa: E402
 
-pytest.importorskip("mkdocs", reason="the site needs the [site] extra: pip install -e '.[site]'")
-pytest.importorskip("material", reason="the site needs mkdocs-material: pip install -e '.[site]'")
-pytest.importorskip("mkdocs_gen_files", reason="the site needs mkdocs-gen-files: pip install -e '.[site]'")
-
-from site_helpers import Built, published_site  # noqa: E402
+require_site_extra()
 
 pytestmark = pytest.mark.slow
 
