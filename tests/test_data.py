@@ -141,3 +141,23 @@ def test_download_from_a_dead_address_is_a_clear_error(tmp_path: Path, monkeypat
     monkeypatch.setitem(data.DATASETS, "mnist", _mnist_spec_with(dict.fromkeys(data._IDX, "0" * 64)))
     with pytest.raises(DatasetUnavailable, match="could not download mnist file"):
         data.load_dataset("mnist", data_dir=tmp_path / "d", allow_download=True, base_url="http://127.0.0.1:9/")
+
+
+def test_a_validation_split_is_carved_from_the_training_set_and_never_reads_the_test_set(tmp_path: Path) -> None:
+    """Tuning data: the training set's last N examples are evaluated on, the rest trained on; a Run
+    with ``validation`` sees that data set, and its limits apply to the remaining training examples."""
+    from atlas.harness.run import Run
+
+    digits = data.load_dataset("digits")
+    val = digits.validation(300)
+    n = len(digits.train)
+    assert len(val.train) == n - 300 and len(val.test) == 300
+    assert (val.test.x == digits.train.x[n - 300:]).all() and (val.train.y == digits.train.y[: n - 300]).all()
+    assert "validation" in val.source
+    with pytest.raises(ValueError, match="validation split of 5000 examples"):
+        digits.validation(5000)
+    run = Run("hinton2015", "smoke", {"dataset": "digits", "train_limit": 500}, 0, cache_dir=tmp_path,
+              progress=False, validation=300)
+    seen = run.dataset()
+    assert len(seen.train) == 500 and (seen.test.y == digits.train.y[n - 300:]).all()
+    assert len(run.dataset(full_train=True).train) == n - 300

@@ -253,3 +253,40 @@ def test_cli_reproduce_prints_reported_vs_reproduced(tmp_path: Path, capsys: pyt
     assert code == 0
     assert "speech-3pct-data" in out and "distillation_gain_pp" in out and "44.5" in out and "n=2" in out
     assert (tmp_path / "hinton2015" / "smoke.json").exists()
+
+
+# ------------------------------------------------------------------ outputs of a shared teacher
+def test_a_shared_teacher_s_outputs_are_computed_once_and_recomputed_when_its_weights_change(tmp_path: Path) -> None:
+    """``Run.shared_output`` reuses a shared (per_seed=False) cached model's output on a harness split
+    for the next seeds, computes it anew once the weights change, and never reuses a per-seed model's."""
+    import torch
+    from torch import nn
+
+    from atlas.harness.run import Run
+
+    def run_for(seed: int) -> Run:
+        return Run("hinton2015", "smoke", {"dataset": "digits", "train_limit": 200, "test_limit": 100},
+                   seed, cache_dir=tmp_path, progress=False)
+
+    def build() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def shared(run: Run, per_seed: bool) -> nn.Module:
+        return run.cached_model("tiny-shared", {"per_seed": per_seed}, build, lambda m: None, per_seed=per_seed)
+
+    calls: list[int] = []
+
+    def output(run: Run, model: nn.Module) -> float:
+        split = run.dataset().test
+        return run.shared_output(model, split, "sum", lambda: calls.append(1) or float(model(split.x).sum()))
+
+    first, second = run_for(0), run_for(1)
+    a, b = shared(first, per_seed=False), shared(second, per_seed=False)
+    assert output(first, a) == output(second, b) and len(calls) == 1
+    assert first.accuracy(a, first.dataset().test) == second.accuracy(b, second.dataset().test)
+    with torch.no_grad():
+        b[1].bias.add_(1.0)  # changed in place: a different model
+    assert output(second, b) != output(first, a) and len(calls) == 2
+    own = shared(run_for(2), per_seed=True)
+    output(run_for(2), own), output(run_for(2), own)
+    assert len(calls) == 4  # a per-seed model's outputs are computed each time

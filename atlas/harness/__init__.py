@@ -5,9 +5,9 @@ reproductions. A reproduction imports what it needs from here::
 """
 
 from atlas.harness import measure
-from atlas.harness.profiles import Profile, Section
+from atlas.harness.profiles import Profile, Section, Tuned
 from atlas.harness.registry import reproduction
 from atlas.harness.run import Run
 from atlas.harness.training import TrainConfig
 
-__all__ = ["Profile", "Run", "Section", "TrainConfig", "measure", "reproduction"]
+__all__ = ["Profile", "Run", "Section", "TrainConfig", "Tuned", "measure", "reproduction"]

@@ -100,14 +100,19 @@ def teacher_stages(teacher: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def teacher_stage_outputs(run: Run, teacher: nn.Module, stages: Sequence[int]) -> dict[int, torch.Tensor]:
     """The frozen teacher's feature maps at ``stages`` for every training example, computed once (the
     training data are not augmented, so they do not change): a loss looks them up by the batch's
-    example indices instead of running the teacher at every step."""
-    x = run.dataset().train.x
-    out: dict[int, list[torch.Tensor]] = {i: [] for i in stages}
-    for start in range(0, len(x), 1000):
-        maps = teacher_stages(teacher, x[start:start + 1000].to(run.device))
-        for i in stages:
-            out[i].append(maps[i])
-    return {i: torch.cat(m) for i, m in out.items()}
+    example indices instead of running the teacher at every step. Computed once per process for a
+    shared teacher (:meth:`Run.shared_output`)."""
+    split = run.dataset().train
+
+    def compute() -> dict[int, torch.Tensor]:
+        out: dict[int, list[torch.Tensor]] = {i: [] for i in stages}
+        for start in range(0, len(split), 256):
+            maps = teacher_stages(teacher, split.x[start:start + 256].to(run.device))
+            for i in stages:
+                out[i].append(maps[i])
+        return {i: torch.cat(m) for i, m in out.items()}
+
+    return run.shared_output(teacher, split, f"stage outputs {list(stages)}", compute)
 
 
 def train_conv_student(run: Run, student: nn.Module, desc: str,

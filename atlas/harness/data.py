@@ -84,6 +84,17 @@ class Dataset:
         """The first ``train`` / ``test`` examples (the files' own order), for quick profiles."""
         return Dataset(self.name, self.train.subset(train), self.test.subset(test), self.num_classes, self.source)
 
+    def validation(self, n: int) -> Dataset:
+        """The data set for tuning: the training set's last ``n`` examples are the evaluation split, the
+        rest the training split; the test set is left out, so a choice made on it is not made on
+        the test set."""
+        if not 0 < n < len(self.train):
+            raise ValueError(f"a validation split of {n} examples needs a training set larger than "
+                             f"{self.name}'s {len(self.train)}")
+        k = len(self.train) - n
+        return Dataset(self.name, Split(self.train.x[:k], self.train.y[:k]), Split(self.train.x[k:], self.train.y[k:]),
+                       self.num_classes, f"{self.source} (validation: the last {n} training examples)")
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

@@ -33,6 +33,19 @@ class Profile(Section):
     test_limit: PositiveInt | None = None
 
 
+class Tuned(Section):
+    """A hyperparameter the paper tuned, declared in its reproduction as ``TUNED``: its profile key, the
+    grid searched around the paper's value, the training section whose learning rate every student
+    shares (searched as well, for the baseline student) and what the paper says of the value.
+    ``benchmarks/tune.py`` chooses it on a validation split carved from the training set
+    (:meth:`atlas.harness.data.Dataset.validation`), never on the test set."""
+
+    key: str
+    grid: list[float]
+    lr_section: str = "student"
+    source: str
+
+
 def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 

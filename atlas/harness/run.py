@@ -40,6 +40,23 @@ class Measured:
 
 
 _DATASET_CACHE: dict[tuple, Dataset] = {}
+#: Outputs of shared models (a teacher trained once for every seed) on the harness's data splits,
+#: computed once per process: see :meth:`Run.shared_output`.
+_SHARED_OUTPUTS: dict[tuple, Any] = {}
+
+
+def _weights_fingerprint(model: nn.Module) -> str:
+    """A hash of every parameter and buffer: a shared model changed in place is a different model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _is_harness_split(split: Split) -> bool:
+    """Whether ``split`` is one of the loaded data sets' own (kept alive by the data cache)."""
+    return any(split is s for d in _DATASET_CACHE.values() for s in (d.train, d.test))
 
 
 @functools.cache
@@ -130,6 +147,7 @@ class Run:
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
     train_size: int | None = None  # a smaller training set than the data set's (``--train-size``)
+    validation: int | None = None  # tuning: evaluate on the training set's last N examples (Dataset.validation)
     measured: list[Measured] = field(default_factory=list)
     budgets: list[dict[str, Any]] = field(default_factory=list)  # what each training stage got
     cache_hits: list[dict[str, Any]] = field(default_factory=list)  # models loaded from the cache
@@ -143,12 +161,15 @@ class Run:
         """The profile's data set (``config['dataset']``, or ``name``), limited to
         ``config['train_limit']`` / ``config['test_limit']`` examples where the profile says so.
         ``full_train``: the training set without the profile's ``train_limit`` (a user's
-        ``--train-size`` still applies): the data of a teacher that has seen more than its students."""
+        ``--train-size`` still applies): the data of a teacher that has seen more than its students.
+        With ``validation``, the data set's :meth:`~atlas.harness.data.Dataset.validation` split."""
         name = name or self.config["dataset"]
         limits = self._limits(full_train)
-        cache_key = (name, str(self.data_dir), *limits)
+        cache_key = (name, str(self.data_dir), *limits, self.validation)
         if cache_key not in _DATASET_CACHE:
             full = data_mod.load_dataset(name, data_dir=self.data_dir, allow_download=self.allow_download)
+            if self.validation is not None:
+                full = full.validation(self.validation)
             _DATASET_CACHE[cache_key] = full.limited(*limits)
         return _DATASET_CACHE[cache_key]
 
@@ -182,10 +203,27 @@ class Run:
                               desc=f"{self.key} {desc}", progress=self.progress, **hooks)
 
     def accuracy(self, model: nn.Module, split: Split) -> float:
-        return training.accuracy(model, split, device=self.device)
+        """Top-1 accuracy in percent (from :meth:`predict`, so a shared teacher's is computed once)."""
+        return 100.0 * (self.predict(model, split).argmax(1) == split.y).float().mean().item()
 
     def predict(self, model: nn.Module, split: Split) -> torch.Tensor:
-        return training.predict(model, split, device=self.device)
+        """The model's logits on every example of ``split``; computed once per process for a shared
+        model (:meth:`shared_output`). Not to be modified in place."""
+        return self.shared_output(model, split, "logits", lambda: training.predict(model, split, device=self.device))
+
+    def shared_output(self, model: nn.Module, split: Split, what: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``: something a model computes on every example of ``split`` (its logits, its
+        feature maps; ``what`` names it). For a model :meth:`cached_model` shares between seeds (a
+        teacher) on one of the run's data splits, it is computed once per process and its value reused
+        by the next seeds and papers while the weights are unchanged; otherwise it is computed each
+        time. The value must not be modified in place."""
+        tag = getattr(model, "_atlas_shared", None)
+        if tag is None or not _is_harness_split(split):
+            return compute()
+        key = (tag, _weights_fingerprint(model), id(split), what, str(self.device))
+        if key not in _SHARED_OUTPUTS:
+            _SHARED_OUTPUTS[key] = compute()
+        return _SHARED_OUTPUTS[key]
 
     # --------------------------------------------------------------------------------- caching
     def cached_model(self, name: str, spec: dict[str, Any], build: Callable[[], nn.Module],
@@ -200,7 +238,7 @@ class Run:
         trained once per profile and reused by every distillation paper and every student seed."""
         seed = self.seed if per_seed else 0
         ident = {"name": name, "spec": spec, "seed": seed, "dataset": self.config["dataset"],
-                 "limits": list(self._limits()), "torch": torch.__version__,
+                 "limits": list(self._limits()), "validation": self.validation, "torch": torch.__version__,
                  "code": _defining_code_hash(fit)}
         path = self.cache_dir / "models" / f"{name}-{stable_hash(ident)[:16]}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +258,8 @@ class Run:
                 self._save_cached(name, model, path, self.budgets[first:])
                 self.cache_trained.append(path.name)
         model.eval()
+        if not per_seed:
+            model._atlas_shared = path.name  # its outputs may be reused by the next seeds (shared_output)
         self.reseed(f"after:{name}")
         return model
 

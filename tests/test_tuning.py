@@ -1,0 +1,54 @@
+"""Hyperparameters a paper tuned (``TUNED``), chosen on a validation split by benchmarks/tune.py."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+from atlas.harness import Tuned, registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _declared() -> dict[str, Tuned]:
+    found = {}
+    for key, repro in registry.discover().items():
+        tuned = getattr(importlib.import_module(repro.module_name), "TUNED", None)
+        if tuned is not None:
+            found[key] = tuned
+    return found
+
+
+def test_every_tuned_hyperparameter_is_a_profile_key_whose_quick_value_is_on_its_grid() -> None:
+    declared = _declared()
+    assert {"hinton2015", "zagoruyko2017", "huang2017", "romero2015"} <= set(declared)
+    for key, tuned in declared.items():
+        assert isinstance(tuned, Tuned), key
+        profiles = registry.get(key).profiles
+        assert all(tuned.key in profile for profile in profiles.values()), key
+        assert profiles["quick"][tuned.key] in tuned.grid, key
+        assert "lr" in profiles["quick"][tuned.lr_section], key
+        assert tuned.source, key
+
+
+def test_tune_runs_a_paper_on_its_validation_split_and_refuses_the_published_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "tuning.md"
+    cmd = [sys.executable, "benchmarks/tune.py", "zagoruyko2017", "--profile", "smoke", "--seeds", "1000",
+           "--holdout", "300", "--out", str(out)]
+    env_cache = {"ATLAS_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**_env(), **env_cache})
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "## zagoruyko2017: beta" in text and "validation: the last 300 training examples" in text
+    # three weights at the profile's learning rate, then the learning rate halved and doubled
+    assert text.count("| beta = ") == 5 and "chosen beta:" in text and "the baseline's best learning rate" in text
+    refused = subprocess.run([*cmd[:6], "0,1000"], cwd=ROOT, capture_output=True, text=True, env=_env())
+    assert refused.returncode == 2 and "5 and up" in refused.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
