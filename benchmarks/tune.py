@@ -67,11 +67,26 @@ def run_once(key: str, profile: str, config: dict[str, Any], seed: int, holdout:
     return run.measured[0].metrics
 
 
+def get_value(config: dict[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``."""
+    *path, last = dotted.split(".")
+    for part in path:
+        config = config[part]
+    return config[last]
+
+
+def set_value(config: dict[str, Any], dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    for part in path:
+        config = config[part]
+    config[last] = value
+
+
 def search(key: str, spec: Tuned, profile: str, seeds: list[int], holdout: int) -> list[str]:
     from atlas.harness import registry
 
     base = copy.deepcopy(registry.get(key).profiles[profile])
-    paper_value, lr = base[spec.key], base[spec.lr_section]["lr"]
+    paper_value, lr = get_value(base, spec.key), base[spec.lr_section]["lr"]
     rows: list[tuple[str, float, float, float]] = []  # (setting, value, method acc, baseline acc)
     method_acc: dict[float, float] = {}
     baseline_acc: dict[float, float] = {}
@@ -79,8 +94,8 @@ def search(key: str, spec: Tuned, profile: str, seeds: list[int], holdout: int) 
     settings = [(v, lr) for v in spec.grid] + [(paper_value, x) for x in (lr / 2, lr * 2)]
     for value, rate in settings:
         config = copy.deepcopy(base)
-        config[spec.key] = value
         config[spec.lr_section] = {**config[spec.lr_section], "lr": rate}
+        set_value(config, spec.key, value)
         metrics = [run_once(key, profile, config, seed, holdout) for seed in seeds]
         acc = statistics.mean(m["accuracy"] for m in metrics)
         hard = statistics.mean(m["student_accuracy"] for m in metrics)
