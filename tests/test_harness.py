@@ -278,7 +278,7 @@ def test_a_shared_teacher_s_outputs_are_computed_once_and_recomputed_when_its_we
 
     def output(run: Run, model: nn.Module) -> float:
         split = run.dataset().test
-        return run.shared_output(model, split, "sum", lambda: calls.append(1) or float(model(split.x).sum()))
+        return run.shared_output(model, split, "sum", lambda: calls.append(1) or float(model(split.x).sum().detach()))
 
     first, second = run_for(0), run_for(1)
     a, b = shared(first, per_seed=False), shared(second, per_seed=False)
