@@ -67,19 +67,22 @@ def run_once(key: str, profile: str, config: dict[str, Any], seed: int, holdout:
     return run.measured[0].metrics
 
 
-def get_value(config: dict[str, Any], dotted: str) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``."""
+def _parent(config: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
+    """The section holding ``dotted`` (``"key"`` or ``"section.key"``) and the last key."""
     *path, last = dotted.split(".")
     for part in path:
         config = config[part]
-    return config[last]
+    return config, last
+
+
+def get_value(config: dict[str, Any], dotted: str) -> Any:
+    section, key = _parent(config, dotted)
+    return section[key]
 
 
 def set_value(config: dict[str, Any], dotted: str, value: Any) -> None:
-    *path, last = dotted.split(".")
-    for part in path:
-        config = config[part]
-    config[last] = value
+    section, key = _parent(config, dotted)
+    section[key] = value
 
 
 def search(key: str, spec: Tuned, profile: str, seeds: list[int], holdout: int) -> list[str]:
@@ -87,7 +90,7 @@ def search(key: str, spec: Tuned, profile: str, seeds: list[int], holdout: int) 
 
     base = copy.deepcopy(registry.get(key).profiles[profile])
     paper_value, lr = get_value(base, spec.key), base[spec.lr_section]["lr"]
-    rows: list[tuple[str, float, float, float]] = []  # (setting, value, method acc, baseline acc)
+    rows: list[tuple[str, float, float]] = []  # (setting, method's accuracy, baseline's accuracy)
     method_acc: dict[float, float] = {}
     baseline_acc: dict[float, float] = {}
     started = time.perf_counter()
@@ -99,7 +102,7 @@ def search(key: str, spec: Tuned, profile: str, seeds: list[int], holdout: int) 
         metrics = [run_once(key, profile, config, seed, holdout) for seed in seeds]
         acc = statistics.mean(m["accuracy"] for m in metrics)
         hard = statistics.mean(m["student_accuracy"] for m in metrics)
-        rows.append((f"{spec.key} = {value:g}, lr = {rate:g}", value, acc, hard))
+        rows.append((f"{spec.key} = {value:g}, lr = {rate:g}", acc, hard))
         if rate == lr:
             method_acc[value] = acc
         if value == paper_value:
@@ -112,7 +115,7 @@ def search(key: str, spec: Tuned, profile: str, seeds: list[int], holdout: int) 
              f"- {profile} profile, seeds {', '.join(map(str, seeds))}; validation: the last {holdout} training examples; "
              f"{time.perf_counter() - started:.0f} s", "",
              "| setting | method's student (%) | hard-label student (%) |", "| --- | ---: | ---: |"]
-    lines += [f"| {s} | {a:.2f} | {h:.2f} |" for s, _, a, h in rows]
+    lines += [f"| {s} | {a:.2f} | {h:.2f} |" for s, a, h in rows]
     lines += ["", f"- **chosen {spec.key}: {best:g}** (best mean validation accuracy of the method's student; "
               f"the paper's: {paper_value:g})",
               f"- the baseline's best learning rate: {best_lr:g} (the profile's: {lr:g})", ""]
@@ -140,7 +143,7 @@ def main() -> int:
 
     source = git_commit()
     commit = f"{str(source['commit'])[:10]}{' (with uncommitted changes)' if source['dirty'] else ''}"
-    out = ["# Distillation hyperparameters tuned on a validation split", "",
+    out = ["# Hyperparameters tuned on a validation split", "",
            f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
            f"- machine: {device_description('cpu')}, {platform.platform()}",
            f"- commit: {commit}", "- command: `python benchmarks/tune.py "

@@ -165,6 +165,7 @@ def reproduce(run: Run) -> None:
         metrics=metrics,
         differs=(f"{data_note(run)}, one conv teacher, "
                  f"{run.config['student']['steps']} steps per student, transfer set = training set, no "
-                 "augmentation, fixed hyperparameters (Adam for both objectives)"),
+                 "augmentation, Adam for both objectives, each with its learning rate chosen on a validation split "
+                 "(not Bayesian optimisation)"),
         diagnosis=DIAGNOSIS,
     )
