@@ -20,6 +20,15 @@ def _isolated_atlas_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("ATLAS_RESULTS_DIR", str(tmp_path_factory.mktemp("results")))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shared_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty memo of shared models' outputs: tests that swap the data cache
+    (synthetic data sets) must not be served a previous test's teacher logits."""
+    from atlas.harness import run
+
+    monkeypatch.setattr(run, "_SHARED_OUTPUTS", {})
+
+
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory):
     """The site built once per session against a results folder holding the hinton2015 fixture record
