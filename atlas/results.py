@@ -128,6 +128,24 @@ class Baseline(_Strict):
     test_size: int
 
 
+class CurvePoint(_Strict):
+    """One compression level of a curve and its per-seed values."""
+
+    x: float
+    y: Metric
+
+
+class Curve(_Strict):
+    """A claim's accuracy-compression curve: the method's, or its family's control's
+    (:mod:`atlas.harness.controls`), every seed at the same levels."""
+
+    label: str
+    x: str  # the axis: "compression ratio (×)", "weight bits"
+    y: str  # "test accuracy (%)"
+    control: bool = False
+    points: list[CurvePoint] = Field(min_length=1)
+
+
 class Outcome(_Strict):
     """What a run measured for one claim of the paper, every seed."""
 
@@ -141,6 +159,7 @@ class Outcome(_Strict):
     # Why the atlas believes a gap to the paper is the method's and not the harness's: what was tried
     # and measured. Every claim that is not reproduced needs one.
     diagnosis: str = ""
+    curves: list[Curve] = Field(default_factory=list)
 
     def mean(self, name: str) -> float | None:
         m = self.metrics.get(name)
@@ -244,6 +263,11 @@ def parse(text: str, path: Path | None = None) -> Record:
             if len(metric.values) != n:
                 raise stale(f"is not a valid run record: claim {outcome.claim}, metric {name} has "
                             f"{len(metric.values)} values for {n} seeds")
+        for curve in outcome.curves:
+            for point in curve.points:
+                if len(point.y.values) != n:
+                    raise stale(f"is not a valid run record: claim {outcome.claim}, curve {curve.label!r} at "
+                                f"{point.x:g} has {len(point.y.values)} values for {n} seeds")
     record.path = path
     return record
 

@@ -66,10 +66,10 @@ from __future__ import annotations
 
 import atlas_kernels as ak
 import torch
-from pydantic import PositiveInt
+from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
-from atlas.harness import Profile, Run, Section, TrainConfig, measure, reproduction
+from atlas.harness import Profile, Run, Section, TrainConfig, controls, measure, reproduction
 
 # The paper's per-layer fractions of weights kept (Table 2: LeNet-300-100; Table 3: LeNet-5).
 KEEP_LENET_300_100 = {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}
@@ -84,6 +84,9 @@ class ArchConfig(Section):
     retrain: TrainConfig  # the training of ONE prune/retrain round
     keep: dict[str, float]  # paper layer name (fc1, conv1, ...) -> fraction of its weights kept
     dense_per_seed: bool = True  # False: one dense model (from seed 0) for every seed
+    # the accuracy-compression curve: the pipeline again with every kept fraction times each scale
+    # (1.0 is the claim's pruned model), beside global magnitude pruning at the same ratios
+    curve_scales: list[PositiveFloat] = [2.0, 1.0, 0.5]
 
 
 class Config(Profile):
@@ -263,20 +266,59 @@ def train_dense(run: Run, arch: str) -> nn.Module:
                             fit=fit, per_seed=per_seed)
 
 
-def train_pruned(run: Run, arch: str) -> tuple[nn.Module, Masks]:
-    """Steps 2-3, iterated: the dense network pruned to the paper's per-layer sparsity with
-    retraining after each round (cached, per seed); returns the model and its masks."""
+def scaled_keep(keep: dict[str, float], scale: float) -> dict[str, float]:
+    """Every layer's kept fraction times ``scale``, at most 1: the same allocation between layers at
+    another overall compression."""
+    return {layer: min(1.0, frac * scale) for layer, frac in keep.items()}
+
+
+def train_pruned(run: Run, arch: str, scale: float = 1.0) -> tuple[nn.Module, Masks]:
+    """Steps 2-3, iterated: the dense network pruned to the paper's per-layer sparsity (each kept
+    fraction times ``scale``) with retraining after each round (cached, per seed); returns the model
+    and its masks."""
     cfg = arch_config(run, arch)
+    keep = scaled_keep(cfg.keep, scale)
     dense = train_dense(run, arch)
 
     def fit(model: nn.Module) -> None:
         model.load_state_dict(dense.state_dict())
         run.reseed(f"han2015 {arch} retrain data")
-        iterative_prune(run, model, keep_by_param(model, cfg.keep), cfg.rounds, cfg.retrain, desc=arch)
+        iterative_prune(run, model, keep_by_param(model, keep), cfg.rounds, cfg.retrain, desc=arch)
 
-    model = run.cached_model(f"han2015-{arch}-pruned", _spec(run, arch, "pruned"),
-                             build=lambda: run.model(arch), fit=fit)
-    return model, masks_of(model, keep_by_param(model, cfg.keep))
+    spec = _spec(run, arch, "pruned") | ({"keep": keep} if scale != 1.0 else {})
+    model = run.cached_model(f"han2015-{arch}-pruned", spec, build=lambda: run.model(arch), fit=fit)
+    return model, masks_of(model, keep_by_param(model, keep))
+
+
+def nominal_ratio(model: nn.Module, keep: dict[str, float]) -> float:
+    """The compression ratio the kept fractions give (prunable weights over those kept), as
+    :func:`magnitude_mask` counts them: the same on every seed."""
+    params = dict(model.named_parameters())
+    layers = prunable_layers(model)
+    total = sum(params[name].numel() for name in layers.values())
+    kept = sum(max(1, min(params[name].numel(), int(round(keep.get(layer, 1.0) * params[name].numel()))))
+               for layer, name in layers.items())
+    return total / kept
+
+
+def retrain_budget(cfg: ArchConfig) -> TrainConfig:
+    """The retraining every pruned model gets after the dense network, as one stage: the control
+    (global magnitude pruning, :func:`atlas.harness.controls.pruning_curve`) is fine-tuned with it."""
+    return cfg.retrain.model_copy(update={"steps": cfg.rounds * cfg.retrain.steps})
+
+
+def accuracy_curve(run: Run, arch: str) -> list[controls.Series]:
+    """The method at each of the profile's ``curve_scales`` and global magnitude pruning at the same
+    compression ratios, from the same dense network with the same retraining steps."""
+    cfg = arch_config(run, arch)
+    test = run.dataset().test
+    dense = train_dense(run, arch)
+    method = {}
+    for scale in cfg.curve_scales:
+        model, _ = train_pruned(run, arch, scale)
+        method[round(nominal_ratio(model, scaled_keep(cfg.keep, scale)), 2)] = run.accuracy(model, test)
+    return [controls.Series("iterative magnitude pruning (Han et al.)", controls.RATIO, controls.ACCURACY, method),
+            controls.pruning_curve(run, dense, sorted(method), retrain_budget(cfg))]
 
 
 def train_control(run: Run, arch: str) -> nn.Module:
@@ -361,4 +403,5 @@ def reproduce(run: Run) -> None:
             differs=f"{schedule_note(run, arch)}; per-layer quantile pruning to the paper's Table 2/3 "
                     "sparsity; baseline = dense model given the same extra steps without pruning",
             notes=measure.latency_note("atlas_kernels.sparse_matmul on CSR", next(pruned.parameters())),
+            curves=accuracy_curve(run, arch),
         )

@@ -37,6 +37,7 @@ class Measured:
     notes: str = ""
     baseline: dict[str, Any] | None = None
     diagnosis: str = ""
+    curves: list[Any] = field(default_factory=list)  # controls.Series: the method's and its control's
 
 
 _DATASET_CACHE: dict[tuple, Dataset] = {}
@@ -204,7 +205,7 @@ class Run:
 
     def accuracy(self, model: nn.Module, split: Split) -> float:
         """Top-1 accuracy in percent (from :meth:`predict`, so a shared teacher's is computed once)."""
-        return 100.0 * (self.predict(model, split).argmax(1) == split.y).float().mean().item()
+        return training.accuracy_of(self.predict(model, split), split)
 
     def predict(self, model: nn.Module, split: Split) -> torch.Tensor:
         """The model's logits on every example of ``split``; computed once per process for a shared
@@ -221,9 +222,11 @@ class Run:
         if tag is None or not _is_harness_split(split):
             return compute()
         key = (tag, _weights_fingerprint(model), id(split), what, str(self.device))
-        if key not in _SHARED_OUTPUTS:
-            _SHARED_OUTPUTS[key] = compute()
-        return _SHARED_OUTPUTS[key]
+        # The entry holds the split itself: while it exists no other split can take that id.
+        entry = _SHARED_OUTPUTS.get(key)
+        if entry is None or entry[0] is not split:
+            entry = _SHARED_OUTPUTS[key] = (split, compute())
+        return entry[1]
 
     # --------------------------------------------------------------------------------- caching
     def cached_model(self, name: str, spec: dict[str, Any], build: Callable[[], nn.Module],
@@ -309,7 +312,7 @@ class Run:
     def record(self, claim: str, *, model: str, metrics: dict[str, float], dataset: str | None = None,
                differs: str = "", notes: str = "", baseline: tuple[str, str] | None = None,
                baseline_spec: dict[str, Any] | None = None, baseline_data: Dataset | None = None,
-               diagnosis: str = "") -> None:
+               diagnosis: str = "", curves: list[Any] | None = None) -> None:
         """Report what this seed measured for ``claim`` (a claim id of the paper in papers.yaml).
 
         ``baseline=(harness model name, metric)`` names the uncompressed model the claim's accuracy
@@ -317,7 +320,9 @@ class Run:
         the model's reference accuracy (``atlas calibrate``) to tell whether it converged.
         ``baseline_data`` is the data set it was trained on, if not the profile's. ``diagnosis``: for
         a claim the atlas does not reproduce, what was tried and measured and why the gap is believed
-        to be the method's (shown beside the verdict); a paragraph, its line breaks folded."""
+        to be the method's (shown beside the verdict); a paragraph, its line breaks folded. ``curves``:
+        :class:`~atlas.harness.controls.Series`, the method's accuracy at several compression levels
+        and its family's control's (:mod:`atlas.harness.controls`), the same levels on every seed."""
         clean = {k: float(v) for k, v in metrics.items()}
         base = None
         if baseline is not None:
@@ -328,4 +333,4 @@ class Run:
             base = {"model": name, "spec": dict(baseline_spec or {}), "metric": metric,
                     "dataset": data.name, "train_size": len(data.train), "test_size": len(data.test)}
         self.measured.append(Measured(claim, model, dataset or self.config["dataset"], clean, differs, notes,
-                                      base, " ".join(diagnosis.split())))
+                                      base, " ".join(diagnosis.split()), list(curves or [])))

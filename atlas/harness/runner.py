@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,8 +81,29 @@ def gather(per_seed: list[list[Measured]], seeds: list[int], paper: Paper) -> li
         outcomes.append(results.Outcome(claim=first.claim, model=first.model, dataset=first.dataset,
                                         metrics=metrics, baseline=baseline,
                                         differs=_differs(first, paper.claim(first.claim).dataset),
-                                        notes=first.notes, diagnosis=first.diagnosis))
+                                        notes=first.notes, diagnosis=first.diagnosis,
+                                        curves=_curves(key, first.claim, [r.curves for r in rows], seeds)))
     return outcomes
+
+
+def _curves(key: str, claim: str, per_seed: list[list[Any]], seeds: list[int]) -> list[results.Curve]:
+    """A claim's curves (:class:`~atlas.harness.controls.Series` per seed) with each level's per-seed
+    values; every seed must record the same curves at the same levels."""
+    curves = []
+    for series in per_seed[0]:
+        rows = []
+        for seed, recorded in zip(seeds, per_seed, strict=True):
+            row = next((s for s in recorded if s.label == series.label), None)
+            if row is None or set(row.points) != set(series.points):
+                raise ReproductionError(f"reproductions/{key}.py: claim '{claim}', curve '{series.label}' is "
+                                        f"recorded at other levels (or not at all) for seed {seed} than for "
+                                        f"seed {seeds[0]}")
+            rows.append(row)
+        points = [results.CurvePoint(x=float(x), y=results.Metric(values=[float(r.points[x]) for r in rows]))
+                  for x in sorted(series.points)]
+        curves.append(results.Curve(label=series.label, x=series.x, y=series.y, control=series.control,
+                                    points=points))
+    return curves
 
 
 def reproduce(req: Request, *, catalogue: Catalogue | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 from atlas.catalogue import CATEGORIES
 from atlas.site import downloads, glossary, pages
+from atlas.site.curves import category_curves_plot, paper_curves_plot
 from atlas.site.data import SiteData, collect
 from atlas.site.plots import Point, category_plot, paper_plot, reported_point, reproduced_point
 
@@ -57,11 +58,17 @@ def render_all(data: SiteData, intro: str = "") -> dict[str, str | bytes]:
         out[f"categories/{image}"] = category_plot(pages.category_title(cat), points, fmt="svg")
         out[pages.category_path(cat)] = pages.category_page(data, cat, points, image)
         out[downloads.bibtex_path(cat)] = downloads.category_bibtex(data.catalogue, cat)
+        curves = category_curves_plot(pages.category_curve_records(data, cat))
+        if curves is not None:  # the category page embeds it
+            out[pages.category_curves_path(cat)] = curves
     for paper in data.catalogue:
         out[pages.paper_path(paper.key)] = pages.paper_page(data, paper)
         plot = paper_plot(paper, data.record(paper.key))
         if plot is not None:  # the page embeds it (pages.paper_plot_image): a paper without a record has none
             out[pages.paper_plot_path(paper.key)] = plot
+        curves = paper_curves_plot(data.record(paper.key))
+        if curves is not None:  # the page embeds it (pages.paper_curves_image)
+            out[pages.paper_curves_path(paper.key)] = curves
     return out
 
 

@@ -32,6 +32,7 @@ from atlas.report import RECORD_UNREADABLE, fmt, measured_text, reported_text
 from atlas.results import Outcome, Record
 from atlas.schema import Check, normalise_title
 from atlas.site import glossary
+from atlas.site.curves import curve_outcomes
 from atlas.site.data import SiteData, primary_claim, profile_names
 from atlas.site.docstring import rst_to_markdown
 from atlas.site.downloads import COLUMNS, RESULTS_CSV, RESULTS_JSON, bibtex_path
@@ -71,6 +72,27 @@ def paper_path(key: str) -> str:
 def paper_plot_path(key: str) -> str:
     """The paper's plot (:func:`atlas.site.plots.paper_plot`), beside its page."""
     return f"papers/{key}.svg"
+
+
+def paper_curves_path(key: str) -> str:
+    """The paper's accuracy-compression curves against its family's control (:mod:`atlas.site.curves`)."""
+    return f"papers/{key}-curves.svg"
+
+
+def category_curves_path(cat: str) -> str:
+    """Every curve of the category's papers against the control, one panel each."""
+    return f"categories/{cat}-curves.svg"
+
+
+def paper_curves_image(data: SiteData, paper: Paper) -> str | None:
+    """The paper's curves plot as its page links it, or None where its record has no curve."""
+    return posixpath.basename(paper_curves_path(paper.key)) if curve_outcomes(data.record(paper.key)) else None
+
+
+def category_curve_records(data: SiteData, cat: str) -> list[Record]:
+    """The records of the category's papers that hold curves, in catalogue order."""
+    records = [data.record(p.key) for p in data.catalogue.filter(category=cat)]
+    return [r for r in records if r is not None and curve_outcomes(r)]
 
 
 def paper_plot_image(data: SiteData, paper: Paper) -> str | None:
@@ -415,8 +437,11 @@ def category_page(data: SiteData, cat: str, points: list[Point], image: str) -> 
             "setting": _setting(outcome, data.record(paper.key)),
         })
     plotted = [p for p in points if p.plottable]
+    curve_records = category_curve_records(data, cat)
     return render(
         "category.md.j2", page=category_path(cat), title=category_title(cat), image=image, name=cat,
+        curves=posixpath.basename(category_curves_path(cat)) if curve_records else None,
+        curve_papers=[r.key for r in curve_records],
         counts=_category_counts(data, cat), papers=papers, heads=CATEGORY_HEADS,
         plotted=sorted(plotted, key=lambda p: (p.key, p.claim, p.source)),
         missing=[p for p in points if not p.plottable and (p.y is not None or p.x is not None)],
@@ -589,7 +614,14 @@ def paper_page(data: SiteData, paper: Paper) -> str:
         outcomes=[_outcome(paper, o, data.claim_verdict(paper.key, o.claim)) for o in record.outcomes]
         if record else [],
         bibtex=to_bibtex([paper]).strip(), plot=paper_plot_image(data, paper),
+        curves=paper_curves_image(data, paper), curve_labels=_curve_labels(record),
     )
+
+
+def _curve_labels(record: Record | None) -> list[str]:
+    """The control curves' labels (what the method is compared with), in order of appearance."""
+    labels = [c.label for o in curve_outcomes(record) for c in o.curves if c.control]
+    return list(dict.fromkeys(labels))
 
 
 # ---------------------------------------------------------------------------------------------
