@@ -49,6 +49,12 @@ profile may train the dense network once for all seeds (``dense_per_seed: False`
 profile's LeNet-5): pruning, retraining and the baseline's extra steps are then per seed from that
 one dense model, so the seeds' spread is that of pruning and retraining only.
 
+The curve (``curve_scales``): the whole pipeline again with every layer's kept fraction times 2 and
+times 0.5 (about 6x and 24x beside the paper's 12x), each point the test accuracy, beside global
+magnitude pruning (:mod:`atlas.harness.controls`: one threshold over all layers) of the same dense
+network at the same ratios, fine-tuned for the same ``rounds x retrain.steps`` steps in one stage.
+It shows whether the per-layer, iterative schedule beats the one-shot global threshold.
+
 Shared with later pruning papers (imported from here): :func:`prunable_layers`,
 :func:`prune_by_magnitude`, :func:`apply_masks`, :func:`masks_of`, :func:`retrain_with_masks`,
 :func:`iterative_prune`, :func:`train_dense`, :func:`train_pruned`, :func:`train_control` (the last

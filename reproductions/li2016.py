@@ -27,6 +27,11 @@ training examples) with a cosine schedule (fp32 and ternary each trained from th
 weights for the same steps; the paper trains to convergence). Every
 convolution and fully-connected layer is ternarised; biases stay fp32.
 
+The curve: the ternary network's accuracy at its stored 2 bits beside the fp32 LeNet-5's weights
+uniformly quantized after training to 8, 4 and 2 bits (:mod:`atlas.harness.controls`, post-training:
+the same training steps as TWN), so training through the ternarisation is compared with quantizing a
+trained network at the same storage.
+
 Extra metrics: ``weight_storage_compression`` (32-bit weights against the ternary layers' encodings
 alone), ``zero_fraction`` (share of ternary weights that are 0), and latency (the paper states no
 speed-up): ``dense_latency_us`` / ``encoded_latency_us`` / ``speedup``, the ternary fully-connected
@@ -54,7 +59,7 @@ from atlas_reproductions.courbariaux2015 import (
 from pydantic import PositiveFloat
 from torch import nn
 
-from atlas.harness import Profile, Run, TrainConfig, measure, reproduction
+from atlas.harness import Profile, Run, TrainConfig, controls, measure, reproduction
 
 
 class Config(Profile):
@@ -199,4 +204,8 @@ def reproduce(run: Run) -> None:
         notes=measure.latency_note("atlas_kernels.lowbit_matmul on 2-bit ternary codes", weights[0]),
         baseline=("lenet-5", "baseline_accuracy"),
         baseline_spec={} if width == 1.0 else {"width": width},
+        # ternary codes stored at 2 bits, beside the fp32 model uniformly quantized after the same
+        # training steps (the control, post-training: the same budget)
+        curves=[controls.Series("TWN (ternary, stored at 2 bits)", controls.BITS, controls.ACCURACY, {2.0: acc}),
+                controls.quantization_curve(run, baseline, [8, 4, 2], None)],
     )

@@ -49,6 +49,9 @@ BITS = "weight bits"
 ACCURACY = "test accuracy (%)"
 PRUNING_CONTROL = "global magnitude pruning (control)"
 QUANTIZATION_CONTROL = "uniform quantization (control)"
+#: The labels of a control without retraining (its budget is the dense model's alone).
+PRUNING_CONTROL_ONE_SHOT = "global magnitude pruning, no retraining (control)"
+QUANTIZATION_CONTROL_POST_TRAINING = "uniform quantization, post-training (control)"
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def pruning_curve(run: Run, dense: nn.Module, ratios: Sequence[float], finetune:
     (the method's own retraining budget; ``None``: no retraining): test accuracy at each ratio."""
     data = run.dataset()
     points = {float(r): run.accuracy(global_magnitude_prune(run, dense, r, finetune), data.test) for r in ratios}
-    return Series(PRUNING_CONTROL, RATIO, ACCURACY, points, control=True)
+    return Series(PRUNING_CONTROL if finetune else PRUNING_CONTROL_ONE_SHOT, RATIO, ACCURACY, points, control=True)
 
 
 # ------------------------------------------------------------------------------ quantization
@@ -184,4 +187,5 @@ def quantization_curve(run: Run, model: nn.Module, bits: Sequence[int], finetune
     fine-tuned with the straight-through estimator for the method's own budget: test accuracy."""
     data = run.dataset()
     points = {float(b): run.accuracy(uniform_quantization(run, model, int(b), finetune), data.test) for b in bits}
-    return Series(QUANTIZATION_CONTROL, BITS, ACCURACY, points, control=True)
+    label = QUANTIZATION_CONTROL if finetune else QUANTIZATION_CONTROL_POST_TRAINING
+    return Series(label, BITS, ACCURACY, points, control=True)
