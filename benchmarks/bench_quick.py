@@ -1,14 +1,17 @@
 """How long a person waits: every paper's quick profile, cold and warm, and the harness's training
 loop against a bare PyTorch loop.
 
-Usage:  python benchmarks/bench_quick.py [KEY ...] [--profile quick] [--out benchmarks/results/NAME.md]
-                                         [--publish]
+Usage:  python benchmarks/bench_quick.py [KEY ...] [--category CAT] [--profile quick]
+                                         [--out benchmarks/results/NAME.md] [--publish]
 
 For each paper: ``atlas reproduce KEY --force`` as a whole process, first with an empty model cache
 (cold: every teacher and dense model trained in the run) and then again with the cache it filled
 (warm), each into a temporary results folder so no published record is touched. Then the harness's
 ``training.train`` against a plain PyTorch loop (same model, data, batch size, optimizer, steps),
 timed alternately in the same process; the ratio is ``t_bare / t_harness`` (goal >= 0.97).
+
+The report ends with each family's total (a paper counts in every category papers.yaml gives it)
+against its goal: the whole quick pruning family in at most 90 min, quantization in 75 min.
 
 ``--publish`` writes each cold run's record into the published results folder (``results/``), so one
 run both times the profile cold and publishes records whose provenance says ``cold: true``; the warm
@@ -107,9 +110,31 @@ def loop_overhead(steps: int = 300, repeats: int = 5) -> tuple[float, float, flo
     return mh, mb, mb / mh
 
 
+#: The issues' goals for a whole family's quick profiles, cold, on 2 cores (minutes).
+FAMILY_GOALS_MIN = {"pruning": 90.0, "quantization": 75.0}
+
+
+def family_totals(cold: dict[str, float], categories: dict[str, list[str]]) -> list[str]:
+    """A table of each category's summed cold time, its paper count, its slowest paper and its goal."""
+    families = sorted({c for cats in categories.values() for c in cats})
+    if not families:
+        return []
+    lines = ["## Families", "", "| family | papers | cold total (min) | slowest (s) | goal (min) |",
+             "| --- | ---: | ---: | --- | ---: |"]
+    for fam in families:
+        keys = [k for k in cold if fam in categories[k]]
+        slowest = max(keys, key=lambda k: cold[k])
+        goal = FAMILY_GOALS_MIN.get(fam)
+        total = sum(cold[k] for k in keys) / 60
+        verdict = "–" if goal is None else f"{goal:.0f} ({'met' if total <= goal else 'NOT met'})"
+        lines.append(f"| {fam} | {len(keys)} | {total:.1f} | {slowest} {cold[slowest]:.1f} | {verdict} |")
+    return [*lines, ""]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("keys", nargs="*", help="papers (default: every reproduction)")
+    ap.add_argument("--category", help="only the reproductions of this category (papers.yaml)")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--no-warm", action="store_true", help="cold runs only")
     ap.add_argument("--out", type=Path, help="also write the report here (markdown)")
@@ -117,10 +142,14 @@ def main() -> int:
                     help="write the cold runs' records into results/ (the published records)")
     args = ap.parse_args()
 
+    from atlas.catalogue import load_catalogue
     from atlas.harness import registry
     from atlas.provenance import device_description, git_commit
 
+    catalogue = load_catalogue()
     keys = args.keys or list(registry.discover())
+    if args.category:
+        keys = [k for k in keys if args.category in catalogue.get(k).categories]
     commit = git_commit()
     lines = [
         f"# Quick-profile wall times ({args.profile})",
@@ -136,6 +165,7 @@ def main() -> int:
     ]
     print("\n".join(lines), flush=True)
     total_cold = total_warm = 0.0
+    cold_by_key: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
         for key in keys:
             cache, res = Path(tmp) / key / "cache", Path(tmp) / key / "results"
@@ -143,12 +173,14 @@ def main() -> int:
             cold, rc = timed_reproduce(key, args.profile, cache, published)
             warm, rc2 = (float("nan"), 0) if args.no_warm else timed_reproduce(key, args.profile, cache, res)
             total_cold += cold
+            cold_by_key[key] = cold
             total_warm += 0.0 if args.no_warm else warm
             status = verdict_line(published, key, args.profile) if rc == 0 else f"error (exit {rc})"
             line = f"| {key} | {cold:.1f} | {'–' if args.no_warm else f'{warm:.1f}'} | {status} |"
             lines.append(line)
             print(line, flush=True)
     tail = [f"| **total** | **{total_cold:.0f}** | **{total_warm:.0f}** | |", ""]
+    tail += family_totals(cold_by_key, {k: catalogue.get(k).categories for k in cold_by_key})
     mh, mb, ratio = loop_overhead()
     tail += [
         "## Training loop: harness against bare PyTorch",
