@@ -391,6 +391,11 @@ class Paper(_Model):
     )
     survey: SurveyRow | None = None
     claims: Annotated[tuple[Claim, ...], _List(null=True)] = Field(())
+    no_reproduction: Annotated[Text, AfterValidator(_one_line)] | None = Field(
+        None,
+        description="For a method paper the atlas does not reproduce: why not (a real reason, e.g. a data "
+        "set or hardware the harness cannot emulate), with what was tried. Shown on its page.",
+    )
     _line: int = PrivateAttr(0)
 
     # rules across fields: each sees the fields declared before it that are valid (info.data)

@@ -49,7 +49,7 @@ def test_declares_smoke_quick_and_paper_profiles(key: str) -> None:
 def test_key_is_the_file_name_and_a_catalogue_paper(key: str) -> None:
     repro = registry.get(key)
     assert repro.path.stem == key
-    CATALOGUE.get(key)
+    assert CATALOGUE.get(key).no_reproduction is None, f"{key} has a reproduction: drop its no_reproduction note"
 
 
 @pytest.mark.parametrize("key", KEYS)

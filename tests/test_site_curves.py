@@ -1,4 +1,4 @@
-"""The curves on the site: a paper whose record holds curves gets a plot of its method beside the
+"""The curves on the site, and the note of a paper the atlas does not reproduce: a paper whose record holds curves gets a plot of its method beside the
 control, embedded in its page with a caption naming the control; its category page shows every such
 paper's panel; a paper without curves gets neither; the SVG draws the control dashed with a band."""
 
@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("matplotlib", reason="the plots need matplotlib: pip install -e '.[site]'")
 
 from atlas import manifest  # noqa: E402
-from atlas.catalogue import load_catalogue  # noqa: E402
+from atlas.catalogue import Catalogue, load_catalogue  # noqa: E402
 from atlas.harness import controls  # noqa: E402
 from atlas.results import Curve, CurvePoint, Metric, Outcome, Record  # noqa: E402
 from atlas.site import pages  # noqa: E402
@@ -62,3 +62,13 @@ def test_the_svg_draws_the_method_solid_and_the_control_dashed() -> None:
     assert "stroke-dasharray" in svg.split('id="control-1"')[1].split("</g>")[0]
     assert "han2015: lenet-300-100" in svg
     assert paper_curves_plot(None) is None and category_curves_plot([]) is None
+
+
+def test_a_paper_the_atlas_does_not_reproduce_says_why_on_its_page() -> None:
+    paper = CATALOGUE.get("park2017").model_copy(update={"no_reproduction": "needs a GPU sparse kernel (tried)"})
+    catalogue = Catalogue([paper if p.key == "park2017" else p for p in CATALOGUE], CATALOGUE.path)
+    files = render_all(SiteData(catalogue, {}, manifest.load().entries))
+    page = str(files[pages.paper_path("park2017")])
+    assert "Why the atlas does not reproduce this paper" in page and "needs a GPU sparse kernel (tried)" in page
+    assert "No reproduction yet" not in page
+    assert "Why the atlas does not reproduce" not in str(files[pages.paper_path("lecun1989")])
