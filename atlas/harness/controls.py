@@ -14,10 +14,11 @@ compression levels) beside one of two controls, run on the same dense model with
   Biases and batch-norm parameters are not pruned. The compression ratio ``r`` counts those weights
   (:func:`compression_ratio`).
 * **Uniform quantization** (:func:`quantization_curve`): each layer's weights on the symmetric
-  uniform grid of ``b`` bits, its step the layer's largest magnitude over :math:`2^{b-1} - 1`:
+  uniform grid of ``b`` bits, its step a clipping range ``c`` over :math:`2^{b-1} - 1`, ``c`` the
+  fraction of the layer's largest magnitude (1/20, 2/20, ..., 1) with the least squared error:
 
   .. math:: q(w) = s \\cdot \\mathrm{clip}(\\mathrm{round}(w / s), -(2^{b-1}-1), 2^{b-1}-1), \\quad
-            s = \\max|w| / (2^{b-1} - 1)
+            s = c / (2^{b-1} - 1)
 
   (one bit: :math:`\\pm \\mathbb{E}|w|`, the sign). Post-training, or fine-tuned with the
   straight-through estimator: the forward pass sees :math:`q(w)`, the update is applied to the
@@ -135,15 +136,28 @@ def pruning_curve(run: Run, dense: nn.Module, ratios: Sequence[float], finetune:
 
 
 # ------------------------------------------------------------------------------ quantization
+#: The clipping ranges tried for each layer, as fractions of its largest magnitude.
+CLIP_FRACTIONS = tuple(k / 20 for k in range(1, 21))
+
+
+def _on_grid(w: torch.Tensor, clip: torch.Tensor, levels: int) -> torch.Tensor:
+    scale = clip.clamp_min(torch.finfo(w.dtype).tiny) / levels
+    return (w / scale).round().clamp(-levels, levels) * scale
+
+
 def uniform_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """``w`` on the symmetric uniform grid of ``bits`` bits (one bit: ``±mean|w|``)."""
+    """``w`` on the symmetric uniform grid of ``bits`` bits whose clipping range (a fraction of
+    ``max|w|``, :data:`CLIP_FRACTIONS`) gives the least squared error; one bit: ``±mean|w|``, the
+    least-squares scale of the signs. Clipping matters at low bits: scaled by the largest magnitude,
+    a 2-bit grid ``{-s, 0, s}`` rounds nearly every weight to zero."""
     if bits < 1:
         raise ValueError(f"bits must be at least 1, not {bits}")
     if bits == 1:
         return torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * w.abs().mean()
     levels = 2 ** (bits - 1) - 1
-    scale = w.abs().max().clamp_min(torch.finfo(w.dtype).tiny) / levels
-    return (w / scale).round().clamp(-levels, levels) * scale
+    top = w.abs().max()
+    candidates = [_on_grid(w, top * f, levels) for f in CLIP_FRACTIONS]
+    return min(candidates, key=lambda q: float((q - w).pow(2).sum()))
 
 
 @torch.no_grad()
