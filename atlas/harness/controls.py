@@ -84,7 +84,7 @@ def compression_ratio(model: nn.Module) -> float:
     return total / max(1, kept)
 
 
-def _copy(model: nn.Module) -> nn.Module:
+def trainable_copy(model: nn.Module) -> nn.Module:
     """A trainable copy of ``model`` that is not the shared model it may be (``Run.shared_output``)."""
     clone = copy.deepcopy(model)
     clone.__dict__.pop("_atlas_shared", None)
@@ -117,7 +117,7 @@ def _apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 def global_magnitude_prune(run: Run, dense: nn.Module, ratio: float, finetune: TrainConfig | None) -> nn.Module:
     """A copy of ``dense`` pruned globally to ``ratio`` and fine-tuned for ``finetune`` with its masks."""
-    model = _copy(dense)
+    model = trainable_copy(dense)
     masks = global_magnitude_masks(model, ratio)
     _apply_masks(model, masks)
     if finetune is not None:
@@ -176,7 +176,7 @@ def _quantize_weights(model: nn.Module, bits: int) -> dict[str, tuple[torch.Tens
 def uniform_quantization(run: Run, model: nn.Module, bits: int, finetune: TrainConfig | None) -> nn.Module:
     """A copy of ``model`` with every convolution and fully-connected weight uniformly quantized to
     ``bits``; with ``finetune``, trained first with the straight-through estimator."""
-    clone = _copy(model)
+    clone = trainable_copy(model)
     if finetune is not None:
         saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
