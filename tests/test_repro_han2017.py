@@ -19,10 +19,10 @@ from atlas_reproductions.han2017 import (
     redense_step,
     release_mask,
     sparse_step,
-    trainable_copy,
 )
 from torch import nn
 
+from atlas.harness.controls import trainable_copy
 from atlas.harness.profiles import validate_profile
 from atlas.harness.run import Run
 
