@@ -82,9 +82,16 @@ def config_hash(req: Request, config: dict[str, Any], seeds: list[int]) -> str:
                         "device": device_kind, "train_size": req.train_size})
 
 
+def _curve_value(outcome: results.Outcome, label: str, x: float) -> float:
+    """A one-seed record's value of curve ``label`` at level ``x``."""
+    curve = next(c for c in outcome.curves if c.label == label)
+    return next(p.y.values[0] for p in curve.points if p.x == x)
+
+
 def merge(req: Request, seeds: list[int], parts: list[dict[str, Any]], wall: float) -> results.Record:
     """The seeds' one-seed records gathered into the record a local run of all of them writes: every
-    metric's values in the order of ``seeds`` (a metric some seed lacks is left out, as locally), the
+    metric's and every curve level's values in the order of ``seeds`` (a metric some seed lacks is left
+    out, as locally), the
     first seed's configuration and notes, and the provenance of the whole run plus each seed's node."""
     records = [results.Record.model_validate(p["record"]) for p in parts]
     first = records[0]
@@ -93,7 +100,11 @@ def merge(req: Request, seeds: list[int], parts: list[dict[str, Any]], wall: flo
         rows = [next(o for o in r.outcomes if o.claim == outcome.claim) for r in records]
         names = [n for n in outcome.metrics if all(n in row.metrics for row in rows)]
         metrics = {n: results.Metric(values=[row.metrics[n].values[0] for row in rows]) for n in names}
-        outcomes.append(outcome.model_copy(update={"metrics": metrics}))
+        curves = [curve.model_copy(update={"points": [
+            point.model_copy(update={"y": results.Metric(values=[_curve_value(row, curve.label, point.x)
+                                                                 for row in rows])})
+            for point in curve.points]}) for curve in outcome.curves]
+        outcomes.append(outcome.model_copy(update={"metrics": metrics, "curves": curves}))
     chash = config_hash(req, first.config, seeds)
     # The first seed trains the shared models the others then load from the cache, as a local run's
     # first seed does: the run is cold when the first seed was; otherwise every seed's hits are kept.

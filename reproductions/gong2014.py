@@ -103,7 +103,7 @@ iterations (-3.2/-3.3), the 10-unit classifier kept fp32 (k-means -2.1/-2.6, PQ 
 pp. At 3 bits (9.8x) k-means loses 0.5-0.6 pp. So on this network the abstract's 1% holds near 10x, not
 at 16-24x: the loss is the post-training quantization's, with no retraining to recover it. The paper's
 dense layers (4096 units, tens of millions of weights in an ImageNet CNN) are far more redundant than
-LeNet-300-100's 300 and 100 units, and their sub-codebooks cost ``32 k / N`` bits per weight, 14 times
+LeNet-300-100's 300 and 100 units, and their sub-codebooks cost 32 k / N bits per weight, 14 times
 less than here; whether its 1% is top-5 (the abstract does not say; the harness measures top-1 of 10
 classes) could not be checked, as the paper's body could not be read."""
 

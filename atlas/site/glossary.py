@@ -73,6 +73,36 @@ QUANTITIES: dict[str, str] = {
         "time of a forward pass (or of the compressed layers) of the uncompressed model divided by that of "
         "the compressed one, measured on the same machine in the same run, ×"
     ),
+    "dense_storage_compression": (
+        "storage compression of the fully-connected layers alone (the layers the method compresses, their 32-bit biases included): their size as 32-bit floats divided by the size of their actual encoding, ×"
+    ),
+    "weight_compression": (
+        "the prunable (convolution and fully-connected) weights divided by the non-zero ones, ×; biases left out"
+    ),
+    "gain_over_low_lr_pp": (
+        "test accuracy of the method's model minus that of the same network simply trained on at the lower learning rate for the same steps, percentage points"
+    ),
+    "gain_vs_small_dense_s50_pp": (
+        "at 50% sparsity: test accuracy of the pruned large network minus that of a narrower dense network with the same number of non-zero parameters trained for the same steps, percentage points"
+    ),
+    "gain_vs_small_dense_s75_pp": (
+        "at 75% sparsity: test accuracy of the pruned large network minus that of a narrower dense network with the same number of non-zero parameters trained for the same steps, percentage points"
+    ),
+    "gain_vs_small_dense_s90_pp": (
+        "at 90% sparsity: test accuracy of the pruned large network minus that of a narrower dense network with the same number of non-zero parameters trained for the same steps, percentage points"
+    ),
+    "obd_advantage_db": (
+        "with no retraining, the training objective after deleting the same number of weights by magnitude over that after deleting them by the saliency, in decibels (10 log10 of the ratio); above 0: the saliency deletes better"
+    ),
+    "obd_advantage_over_random_db": (
+        "with no retraining, the training objective after deleting the same number of weights at random over that after deleting them by the saliency, in decibels"
+    ),
+    "predicted_over_actual_db": (
+        "the increase of the training objective the summed saliencies predict over the increase measured after deleting those weights, in decibels; 0: the prediction is exact"
+    ),
+    "xnor_accuracy_change_pp": (
+        "test accuracy of the binary network run through the XNOR-popcount kernel minus that of the same network in PyTorch, percentage points; 0: the kernel computes the same network"
+    ),
 }
 
 
@@ -106,6 +136,16 @@ LABELS: dict[str, Label] = {
     "weight_storage_compression": Label("weight storage compression", "×"),
     "flop_reduction": Label("FLOP reduction", "×"),
     "speedup": Label("speed-up", "×"),
+    "dense_storage_compression": Label("storage compression of the fully-connected layers", "×"),
+    "weight_compression": Label("compression of the prunable weights", "×"),
+    "gain_over_low_lr_pp": Label("gain over continued training at the lower learning rate", "pp", signed=True),
+    "gain_vs_small_dense_s50_pp": Label("gain of large-sparse over small-dense at 50% sparsity", "pp", signed=True),
+    "gain_vs_small_dense_s75_pp": Label("gain of large-sparse over small-dense at 75% sparsity", "pp", signed=True),
+    "gain_vs_small_dense_s90_pp": Label("gain of large-sparse over small-dense at 90% sparsity", "pp", signed=True),
+    "obd_advantage_db": Label("objective advantage of the saliency over magnitude deletion", "dB", signed=True),
+    "obd_advantage_over_random_db": Label("objective advantage of the saliency over random deletion", "dB", signed=True),
+    "predicted_over_actual_db": Label("predicted over actual objective increase", "dB", signed=True),
+    "xnor_accuracy_change_pp": Label("accuracy change through the XNOR kernel", "pp", signed=True),
 }
 
 
