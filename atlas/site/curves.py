@@ -58,7 +58,7 @@ def draw_curves(ax: plt.Axes, outcome: Outcome, title: str) -> None:
     if "ratio" in first.x:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xticks(levels, [f"{x:g}×" if "ratio" in first.x else f"{x:g}" for x in levels])
+    ax.set_xticks(levels, [f"{x:.3g}×" if "ratio" in first.x else f"{x:.3g}" for x in levels])
     ax.set_xlabel(first.x, fontsize=8)
     ax.set_ylabel(first.y, fontsize=8)
     ax.set_title("\n".join(textwrap.wrap(title, 40)), fontsize=8)
