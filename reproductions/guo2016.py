@@ -80,7 +80,6 @@ surgery steps) is the one that can test it.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -333,20 +332,13 @@ def plan_surgery(model: nn.Module, ratio: float, cfg: Surgery, crate: dict[str, 
 def network_surgery(run: Run, dense: nn.Module, ratio: float, cfg: Surgery, crate: dict[str, float],
                     desc: str) -> tuple[nn.Module, Surgeon]:
     """A copy of ``dense`` after dynamic network surgery at ``ratio``: the model (``W ⊙ T``) and its surgeon."""
-    model = _copy(dense)
+    model = controls.trainable_copy(dense)
     surgeon = plan_surgery(model, ratio, cfg, crate)
     run.reseed("guo2016 surgery data")
     run.train(model, run.dataset().train, cfg.train, desc=f"{desc} surgery {ratio:g}x",
               before_step=surgeon.before_step, after_step=surgeon.after_step)
     surgeon.close(model)
     return model.eval(), surgeon
-
-
-def _copy(model: nn.Module) -> nn.Module:
-    """A trainable copy of ``model`` that is not the shared model it may be (``Run.shared_output``)."""
-    clone = copy.deepcopy(model)
-    clone.__dict__.pop("_atlas_shared", None)
-    return clone
 
 
 # ----------------------------------------------------------------------------- the trained models

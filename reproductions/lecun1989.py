@@ -107,7 +107,6 @@ saliencies, and a ranking by ``h_kk u_k^2`` alone misses it; the paper's squared
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Literal
 
@@ -352,16 +351,9 @@ def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
 def delete(model: nn.Module, masks: Masks) -> nn.Module:
     """A copy of ``model`` with the weights outside ``masks`` deleted."""
-    clone = _copy(model)
+    clone = controls.trainable_copy(model)
     apply_masks(clone, masks)
     return clone.eval()
-
-
-def _copy(model: nn.Module) -> nn.Module:
-    """A trainable copy of ``model`` (not marked as a model shared between seeds)."""
-    clone = copy.deepcopy(model)
-    clone.__dict__.pop("_atlas_shared", None)
-    return clone
 
 
 # --------------------------------------------------------------------------- the recipe (Sec. 2.2)
@@ -371,7 +363,7 @@ def obd(run: Run, dense: nn.Module, ratio: float, x: torch.Tensor, rounds: int, 
     surviving weights of lowest saliency so that after round ``t`` the fraction ``ratio ** (-t /
     rounds)`` of the weights is left, and retrain with the deleted weights frozen at zero. Returns
     the retrained network and its masks."""
-    model = _copy(dense).train()
+    model = controls.trainable_copy(dense).train()
     total = n_weights(model)
     masks: Masks | None = None
     for t in range(1, rounds + 1):
@@ -408,7 +400,7 @@ def retrain_budget(run: Run) -> TrainConfig:
 
 def train_baseline(run: Run, dense: nn.Module) -> nn.Module:
     """The dense network trained for OBD's retraining steps more, nothing deleted: the same budget."""
-    model = _copy(dense)
+    model = controls.trainable_copy(dense)
     run.reseed("lecun1989 baseline data")
     run.train(model, run.dataset().train, retrain_budget(run), desc="same-budget dense baseline",
               loss_fn=training_loss(run.config["loss"]))

@@ -94,7 +94,6 @@ the 4- and 8-bit ones (89.9 %, 90.0 %). TTQ's gap to the baseline shrinks with m
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import atlas_kernels as ak
@@ -245,13 +244,6 @@ class TtqConv2d(_Ttq, QuantizedConv2d):
         return self._conv_forward(x, self.propagation_weight(), self.bias)
 
 
-def trainable_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` to train, not the shared model it may be (``Run.cached_model``)."""
-    clone = copy.deepcopy(model)
-    clone.__dict__.pop("_atlas_shared", None)
-    return clone
-
-
 def layer_names(model: nn.Module) -> list[str]:
     """The conv / fc layers of ``model``, in module order."""
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
@@ -261,7 +253,7 @@ def ternarize_model(fp32: nn.Module, linear_cls: type[QuantizedLinear], conv_cls
                     fp32_ends: bool) -> nn.Module:
     """A copy of ``fp32`` with its conv / fc layers replaced by ``linear_cls`` / ``conv_cls`` (the same
     weights), the first and last kept fp32 when ``fp32_ends``."""
-    model = trainable_copy(fp32)
+    model = controls.trainable_copy(fp32)
     names = layer_names(model)
     ends = {name: model.get_submodule(name) for name in (names[0], names[-1])}
     quantize_layers(model, linear_cls, conv_cls)
@@ -354,7 +346,7 @@ def reproduce(run: Run) -> None:
     dense = train_dense(run)
     dense_acc = run.accuracy(dense, data.test)
 
-    baseline = finetune(run, trainable_copy(dense), "fp32 same-budget baseline")
+    baseline = finetune(run, controls.trainable_copy(dense), "fp32 same-budget baseline")
     base_acc = run.accuracy(baseline, data.test)
     ttq = ttq_model(dense, t, ends)
     finetune(run, ttq, "TTQ", params=param_groups(ttq))
