@@ -46,6 +46,13 @@ architecture of the profile: its pruned, weight-shared fully-connected layers in
 ``atlas_kernels.sparse_matmul`` (han2015's :func:`csr_latency`; torch's sparse CSR product on a CPU)
 against the same weights dense, in the same run.
 
+Curve (beside the shared control, ``atlas.harness.controls``): the weight-sharing stage alone at
+``CURVE_BITS`` bits per weight in every layer (k-means with linear initialisation over each layer's
+surviving weights, no centroid fine-tuning) against uniform quantization of the same pruned model
+to the same bit-widths, also post-training; both keep pruned weights at exactly zero, so the curve
+isolates Sec. 3's claim that clustering fits the weights better than an even grid. A fine-tuned
+control is not drawn: the straight-through control has no masks and would regrow pruned weights.
+
 Harness differs: Fashion-MNIST instead of MNIST for the quick profile; the pruned model comes from
 han2015's short schedule (per seed; where han2015's profile trains one dense model for all seeds, the
 seeds share it); centroids are fine-tuned for a few optimizer steps (``quantize.finetune.steps``) with
@@ -85,7 +92,7 @@ from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 from torch.func import functional_call
 
-from atlas.harness import Run, Section, TrainConfig, measure, reproduction
+from atlas.harness import Run, Section, TrainConfig, controls, measure, reproduction
 
 # Bits per weight (cluster index) per layer: Table 2 (LeNet-300-100) and Table 3 (LeNet-5).
 BITS = {
@@ -94,6 +101,8 @@ BITS = {
 }
 # Relative-index bits (Sec. 2): 8 for conv layers, 5 for fc layers.
 INDEX_BITS = {"conv": 8, "fc": 5}
+# Bits per weight of the curve: from Fig. 7's range (2 to 8 bits), every layer at once.
+CURVE_BITS = (2, 3, 4, 6)
 
 
 class Finetune(TrainConfig):
@@ -220,6 +229,20 @@ def finetune_centroids(run: Run, model: nn.Module, shared: Sequence[SharedLayer]
     run.train(model, run.dataset().train, cfg, desc="centroid fine-tuning", loss_fn=loss, optimizer=opt)
     write_shared(model, shared)
     return model
+
+
+def sharing_curve(run: Run, pruned: nn.Module, masks: Masks, index_bits: dict[str, int], iters: int,
+                  bits: Sequence[int] = CURVE_BITS) -> controls.Series:
+    """Test accuracy of the pruned model after weight sharing at each bit-width (every layer), before
+    any centroid fine-tuning."""
+    data = run.dataset()
+    points = {}
+    for b in bits:
+        model = controls.trainable_copy(pruned)
+        layers = prunable_layers(model)
+        write_shared(model, share_weights(model, masks, dict.fromkeys(layers, b), index_bits, iters))
+        points[float(b)] = run.accuracy(model, data.test)
+    return controls.Series("weight sharing (k-means), post-training", controls.BITS, controls.ACCURACY, points)
 
 
 # ----------------------------------------------------------------------------- sparse encoding
@@ -521,6 +544,8 @@ def reproduce(run: Run) -> None:
             metrics[f"storage_compression_{stage}"] = measure.FP32_BITS * dense_params / bits
         bits_desc = "/".join(f"{k}:{v}" for k, v in q.bits[arch].items())
         weight = next(model.parameters())
+        curves = [sharing_curve(run, pruned, masks, q.index_bits, q.kmeans_iters),
+                  controls.quantization_curve(run, pruned, CURVE_BITS, None)]
         run.record(
             claim, model=arch, metrics=metrics, baseline=(arch, "baseline_accuracy"), baseline_spec={},
             differs=f"han2015's pruned model ({schedule_note(run, arch)}); weight bits {bits_desc} "
@@ -528,6 +553,7 @@ def reproduce(run: Run) -> None:
                     f"fc {q.index_bits['fc']} bits; {q.finetune.steps} steps of centroid fine-tuning per seed; "
                     "baseline = han2015's dense model given the same extra steps without pruning",
             notes=measure.latency_note("atlas_kernels.codebook_matmul on the packed cluster codes", weight),
+            curves=curves,
         )
         if i == 0:  # Sec. 6.3: the pruned fully-connected layers at batch 1, sparse against dense
             run.record(

@@ -258,3 +258,22 @@ def test_a_shared_dense_model_is_the_same_for_every_seed_but_pruning_is_per_seed
     assert [hit["model"] for hit in runs[1].cache_hits] == [f"han2015-{arch}-dense"]  # seed 1 loaded seed 0's
     pruned = [han2015.train_pruned(r, arch)[0].state_dict() for r in runs]
     assert not all(torch.equal(pruned[0][k], pruned[1][k]) for k in pruned[0])
+
+
+def test_sharing_curve_quantizes_a_copy_at_each_bit_width_and_keeps_pruned_zeros(tmp_path: Path) -> None:
+    from atlas_reproductions.han2016 import CURVE_BITS, sharing_curve
+
+    run = _smoke_run(tmp_path, 0)
+    torch.manual_seed(4)
+    pruned = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    layers = prunable_layers(pruned)
+    masks = prune_by_magnitude(pruned, {layers["fc1"]: 0.2, layers["fc2"]: 0.5})
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    curve = sharing_curve(run, pruned, masks, {"conv": 8, "fc": 5}, iters=10)
+    assert sorted(curve.points) == [float(b) for b in CURVE_BITS] and not curve.control
+    assert all(0.0 <= acc <= 100.0 for acc in curve.points.values())
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())  # shared a copy
+    model = copy.deepcopy(pruned)
+    write_shared(model, share_weights(model, masks, dict.fromkeys(layers, 2), {"conv": 8, "fc": 5}, 10))
+    w = model[1].weight.detach()
+    assert torch.all(w[~masks[layers["fc1"]]] == 0) and w[masks[layers["fc1"]]].unique().numel() <= 3
