@@ -11,7 +11,10 @@ For each paper: ``atlas reproduce KEY --force`` as a whole process, first with a
 timed alternately in the same process; the ratio is ``t_bare / t_harness`` (goal >= 0.97).
 
 The report ends with each family's total (a paper counts in every category papers.yaml gives it)
-against its goal: the whole quick pruning family in at most 90 min, quantization in 75 min.
+against its goal: the whole quick pruning family in at most 90 min, quantization in 75 min. With
+``--with-records``, a family's total also counts every reproduction of it that this run did not time,
+at the wall time its published cold record states (the run inside the process, without the
+interpreter's start), and says how many figures came from records.
 
 ``--publish`` writes each cold run's record into the published results folder (``results/``), so one
 run both times the profile cold and publishes records whose provenance says ``cold: true``; the warm
@@ -114,20 +117,40 @@ def loop_overhead(steps: int = 300, repeats: int = 5) -> tuple[float, float, flo
 FAMILY_GOALS_MIN = {"pruning": 90.0, "quantization": 75.0}
 
 
-def family_totals(cold: dict[str, float], categories: dict[str, list[str]]) -> list[str]:
-    """A table of each category's summed cold time, its paper count, its slowest paper and its goal."""
-    families = sorted({c for cats in categories.values() for c in cats})
+def recorded_cold_times(keys: list[str], profile: str) -> dict[str, float]:
+    """The wall time each paper's published cold record of ``profile`` states (papers without one
+    are left out)."""
+    from atlas import results as rec_mod
+
+    out = {}
+    for key in keys:
+        path = ROOT / "results" / key / f"{profile}.json"
+        if path.exists():
+            prov = rec_mod.load(path).provenance
+            if prov.get("cold") and prov.get("wall_time_s"):
+                out[key] = float(prov["wall_time_s"])
+    return out
+
+
+def family_totals(cold: dict[str, float], categories: dict[str, list[str]],
+                  recorded: dict[str, float] | None = None) -> list[str]:
+    """A table of each category's summed cold time, its paper count, its slowest paper and its goal;
+    ``recorded`` adds the published records' times of papers this run did not time."""
+    recorded = {k: v for k, v in (recorded or {}).items() if k not in cold}
+    times = {**recorded, **cold}
+    families = sorted({c for k in cold for c in categories[k]})
     if not families:
         return []
-    lines = ["## Families", "", "| family | papers | cold total (min) | slowest (s) | goal (min) |",
-             "| --- | ---: | ---: | --- | ---: |"]
+    lines = ["## Families", "", "| family | papers | of them from records | cold total (min) | slowest (s) | goal (min) |",
+             "| --- | ---: | ---: | ---: | --- | ---: |"]
     for fam in families:
-        keys = [k for k in cold if fam in categories[k]]
-        slowest = max(keys, key=lambda k: cold[k])
+        keys = [k for k in times if fam in categories[k]]
+        slowest = max(keys, key=lambda k: times[k])
         goal = FAMILY_GOALS_MIN.get(fam)
-        total = sum(cold[k] for k in keys) / 60
+        total = sum(times[k] for k in keys) / 60
         verdict = "–" if goal is None else f"{goal:.0f} ({'met' if total <= goal else 'NOT met'})"
-        lines.append(f"| {fam} | {len(keys)} | {total:.1f} | {slowest} {cold[slowest]:.1f} | {verdict} |")
+        n_rec = sum(k in recorded for k in keys)
+        lines.append(f"| {fam} | {len(keys)} | {n_rec} | {total:.1f} | {slowest} {times[slowest]:.1f} | {verdict} |")
     return [*lines, ""]
 
 
@@ -138,6 +161,8 @@ def main() -> int:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--no-warm", action="store_true", help="cold runs only")
     ap.add_argument("--out", type=Path, help="also write the report here (markdown)")
+    ap.add_argument("--with-records", action="store_true",
+                    help="family totals also count the published cold records of papers not timed here")
     ap.add_argument("--publish", action="store_true",
                     help="write the cold runs' records into results/ (the published records)")
     args = ap.parse_args()
@@ -180,7 +205,9 @@ def main() -> int:
             lines.append(line)
             print(line, flush=True)
     tail = [f"| **total** | **{total_cold:.0f}** | **{total_warm:.0f}** | |", ""]
-    tail += family_totals(cold_by_key, {k: catalogue.get(k).categories for k in cold_by_key})
+    every = list(registry.discover())
+    recorded = recorded_cold_times(every, args.profile) if args.with_records else {}
+    tail += family_totals(cold_by_key, {k: catalogue.get(k).categories for k in every}, recorded)
     mh, mb, ratio = loop_overhead()
     tail += [
         "## Training loop: harness against bare PyTorch",
