@@ -37,6 +37,13 @@ from .codebook import (
     encode_codebook,
     hashednets_weight,
 )
+from .fixed_point import (
+    FixedPointWeight,
+    encode_fixed_point,
+    fixed_point_codes,
+    fixed_point_range,
+    round_fixed_point,
+)
 from .int8 import (
     Int8Weight,
     int8_matmul,
@@ -71,6 +78,7 @@ __all__ = [
     "CSRWeight",
     "CodebookWeight",
     "EIEWeight",
+    "FixedPointWeight",
     "Int8Weight",
     "LowBitWeight",
     "PackedTensor",
@@ -82,7 +90,10 @@ __all__ = [
     "codebook_matmul_reference",
     "encode_binary",
     "encode_codebook",
+    "encode_fixed_point",
     "encode_ternary",
+    "fixed_point_codes",
+    "fixed_point_range",
     "hashednets_weight",
     "int8_matmul",
     "int8_matmul_reference",
@@ -96,6 +107,7 @@ __all__ = [
     "quantize_pow2",
     "quantize_uniform",
     "resolve_backend",
+    "round_fixed_point",
     "sparse_matmul",
     "sparse_matmul_reference",
     "to_bsr",

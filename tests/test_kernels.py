@@ -133,6 +133,22 @@ def test_int8_exact(m: int, n: int, k: int) -> None:
     torch.testing.assert_close(yf, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("m,n,k", [(1, 300, 784), (33, 170, 300), (5, 3, 7)])
+def test_int8_cpu_fallback_is_exact_int8_arithmetic(m: int, n: int, k: int) -> None:
+    """On CPU tensors the fallback runs ``torch._int_mm``; it must equal the int64 reference exactly."""
+    g = _gen(7 * m + n + k)
+    xq = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+    xq[0] = -128
+    w = ak.Int8Weight(torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8).index_fill_(0, torch.tensor([n - 1]), -128),
+                      torch.rand(n, generator=g) + 0.01, (n, k))
+    sx, bias = torch.rand(m, generator=g) + 0.01, torch.randn(n, generator=g)
+    exact = (xq.long() @ w.q.long().T).to(torch.int32)
+    assert torch.equal(ak.int8_matmul(xq, w, backend="reference", out_dtype=torch.int32), exact)
+    assert abs(int(exact.abs().max())) > 2**15  # beyond int16: the int32 accumulator is exercised
+    torch.testing.assert_close(ak.int8_matmul(xq, w, sx, bias=bias, backend="reference"),
+                               ak.int8_matmul_reference(xq, w, sx, bias), rtol=1e-6, atol=1e-6)
+
+
 def test_int8_quantizers_and_storage() -> None:
     w = _randn(20, 50, seed=6)
     w[3] = 0
