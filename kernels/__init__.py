@@ -29,6 +29,7 @@ from .binary import (
     binary_matmul_reference,
     pack_signs,
     unpack_signs,
+    xnor_popcount_cpu,
 )
 from .codebook import (
     CodebookWeight,
@@ -117,4 +118,5 @@ __all__ = [
     "triton_unavailable_reason",
     "unpack_codes",
     "unpack_signs",
+    "xnor_popcount_cpu",
 ]

@@ -12,12 +12,19 @@ agrees and never counts). The result is ``Y[m, n] = (K - 2*popcount) * alpha[n] 
 
 ``storage_bytes()`` of a :class:`BinaryWeight` = ``4*N*ceil(K/32)`` (bits) + ``4*N`` (fp32 alpha; none
 when the weight has no scale, BNN).
+
+Backends: Triton on CUDA (``algorithm`` ``"xnor"`` or ``"mma"``); on a CPU, XNOR + popcount on the
+packed words themselves (:func:`xnor_popcount_cpu`: numpy's ``bitwise_xor`` and hardware
+``bitwise_count`` over the words read as 64-bit, in row blocks), so that timings of the fallback
+measure bitwise arithmetic. :func:`binary_matmul_reference` (unpacked ±1 products) is the independent
+reference the tests compare both against.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ._backend import Backend, cdiv, interpreting, next_pow2, resolve_backend, triton_module
@@ -32,12 +39,46 @@ __all__ = [
     "binary_matmul_reference",
     "pack_signs",
     "unpack_signs",
+    "xnor_popcount_cpu",
 ]
 
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
-    """Pack ``sign(x)`` (``x >= 0`` -> +1) along the last dim, 32 per int32 word."""
-    return pack_codes((x >= 0).to(torch.int64), 1)
+    """Pack ``sign(x)`` (``x >= 0`` -> +1) along the last dim, 32 per int32 word (on a CPU by numpy's
+    ``packbits``, little-endian bit order: the same words as ``pack_codes`` of the 0/1 signs)."""
+    if x.device.type != "cpu" or x.dim() == 0:
+        return pack_codes((x >= 0).to(torch.int64), 1)
+    k = x.shape[-1]
+    flat = (x.detach().reshape(-1, k) >= 0).numpy()
+    b = np.packbits(flat, axis=1, bitorder="little")
+    pad = -b.shape[1] % 4
+    if pad:
+        b = np.pad(b, ((0, 0), (0, pad)))
+    words = torch.from_numpy(np.ascontiguousarray(b).view(np.int32).copy())
+    return words.reshape(*x.shape[:-1], -1)
+
+
+def _as_words64(bits: torch.Tensor) -> np.ndarray:
+    """int32 sign words ``[R, W]`` read as uint64 words ``[R, ceil(W/2)]`` (zero padded: sign ``k`` stays
+    bit ``k % 64`` of word ``k // 64``)."""
+    b = bits.detach().cpu().contiguous()
+    if b.shape[1] % 2:
+        b = torch.nn.functional.pad(b, (0, 1))
+    return b.numpy().view(np.uint64)
+
+
+def xnor_popcount_cpu(a: torch.Tensor, b: torch.Tensor, k: int, block: int = 1 << 16) -> torch.Tensor:
+    """Exact ±1 dot products ``K - 2 popcount(a XOR b)`` of every row pair of two packed sign matrices
+    (int32 words ``[M, W]`` and ``[N, W]``, :func:`pack_signs`), int32 ``[M, N]``: numpy's XOR and
+    hardware popcount over 64-bit words, in row blocks of about ``block`` words."""
+    a64, b64 = _as_words64(a), _as_words64(b)
+    m, n = a64.shape[0], b64.shape[0]
+    out = np.empty((m, n), dtype=np.int32)
+    rows = max(1, block // max(1, n * a64.shape[1]))
+    for i in range(0, m, rows):
+        out[i:i + rows] = np.bitwise_count(np.bitwise_xor(a64[i:i + rows, None, :], b64[None, :, :])).sum(
+            -1, dtype=np.int32)
+    return torch.from_numpy(k - 2 * out)
 
 
 def unpack_signs(bits: torch.Tensor, k: int) -> torch.Tensor:
@@ -164,7 +205,14 @@ def binary_matmul(
     out_shape = (n,) if vec else (*lead, n)
     res = prepare_out(out, out_shape, torch.float32, w.bits.device)
     be = resolve_backend(backend, x.bits, w.bits)
-    if be == "reference":
+    if be == "reference" and x.bits.device.type == "cpu" and m > 0 and n > 0:
+        y = xnor_popcount_cpu(x.bits, w.bits, k).to(torch.float32)
+        if w.alpha is not None:
+            y = y * w.alpha.float()[None, :]
+        if x.beta is not None:
+            y = y * x.beta.float().reshape(-1, 1)
+        res.copy_(y.reshape(out_shape))
+    elif be == "reference":
         res.copy_(binary_matmul_reference(x, w).reshape(out_shape))
     elif m > 0 and n > 0:
         _launch(x, w, res.view(m, n), algorithm)

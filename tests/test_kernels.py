@@ -133,6 +133,26 @@ def test_int8_exact(m: int, n: int, k: int) -> None:
     torch.testing.assert_close(yf, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("k", [1, 31, 64, 65, 200])
+def test_pack_signs_cpu_path_is_pack_codes_of_the_signs(k: int) -> None:
+    from atlas_kernels._common import pack_codes
+
+    x = _randn(2, 5, k, seed=k)
+    x[0, 0, 0] = 0.0  # 0 -> +1
+    assert torch.equal(ak.pack_signs(x), pack_codes((x >= 0).to(torch.int64), 1))
+
+
+def test_binary_cpu_fallback_is_xnor_popcount_and_exact() -> None:
+    """On CPU tensors binary_matmul runs XNOR + popcount on the packed words (several row blocks here);
+    it must equal the unpacked reference exactly (scales applied the same way)."""
+    a, b = _randn(9, 100, seed=21), _randn(7, 100, seed=22)
+    dots = ak.xnor_popcount_cpu(ak.pack_signs(a), ak.pack_signs(b), 100, block=64)
+    assert torch.equal(dots, (torch.where(a >= 0, 1, -1) @ torch.where(b >= 0, 1, -1).T).to(torch.int32))
+    x, w = ak.binarize_activation(a, scale=True), ak.binarize_weight(b)
+    torch.testing.assert_close(ak.binary_matmul(x, w, backend="reference"), ak.binary_matmul_reference(x, w),
+                               rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 300, 784), (33, 170, 300), (5, 3, 7)])
 def test_int8_cpu_fallback_is_exact_int8_arithmetic(m: int, n: int, k: int) -> None:
     """On CPU tensors the fallback runs ``torch._int_mm``; it must equal the int64 reference exactly."""
