@@ -136,14 +136,20 @@ def _training_sections(node: Any) -> list[dict[str, Any]]:
     return found + [s for v in node.values() for s in _training_sections(v)]
 
 
+CONTRACT_BATCH = 16
+
+
 def _shrunk(config: dict[str, Any]) -> dict[str, Any]:
     """The paper profile with every training stage cut to a few steps, keeping their order of size
-    (a two-stage method keeps its first stage shorter than the whole)."""
+    (a two-stage method keeps its first stage shorter than the whole), and batches of at most
+    ``CONTRACT_BATCH`` examples: the test checks the wiring at the paper's input size, not its cost."""
     config = copy.deepcopy(config)
     sections = [s for v in config.values() for s in _training_sections(v)]
     longest = max((s["steps"] for s in sections), default=1)
     for section in sections:
         section["steps"] = max(1, math.ceil(4 * section["steps"] / longest))
+        if isinstance(section.get("batch_size"), int):
+            section["batch_size"] = min(section["batch_size"], CONTRACT_BATCH)
     config["seeds"] = 1
     return config
 
