@@ -103,6 +103,69 @@ QUANTITIES: dict[str, str] = {
     "xnor_accuracy_change_pp": (
         "test accuracy of the binary network run through the XNOR-popcount kernel minus that of the same network in PyTorch, percentage points; 0: the kernel computes the same network"
     ),
+    "accuracy_vs_equal_pp": (
+        "test accuracy of the network with per-layer bit-widths allocated by the method minus that of the same network with one bit-width in every layer, percentage points"
+    ),
+    "correlation_gain": (
+        "mean over a layer's neurons of each neuron's largest absolute correlation with another neuron, with the method's extra noise outputs minus without them (same training steps); above 0: the noise makes neurons more correlated"
+    ),
+    "dot_correlation": (
+        "Pearson correlation, over test examples and units, of each layer's dot products with the binarized weights and with the real-valued weights, averaged over the binarized layers"
+    ),
+    "gain_over_binaryconnect_pp": (
+        "test accuracy of the method's binary-weight network minus that of BinaryConnect trained from the same initial weights for the same steps, percentage points"
+    ),
+    "gain_over_bwn_pp": (
+        "test accuracy of the method's binary-weight network minus that of a Binary-Weight-Network (scaled sign, no curvature) trained from the same initial weights for the same steps, percentage points"
+    ),
+    "gain_over_dropout_pp": (
+        "test accuracy of the method's network minus that of the same architecture trained with dropout for the same steps, percentage points"
+    ),
+    "gain_over_narrow_pp": (
+        "test accuracy of the sparse network minus that of a dense network narrowed to the same number of parameters and trained for the same steps, percentage points"
+    ),
+    "gain_over_weight_norm_pp": (
+        "test accuracy after pruning the same number of feature maps by the method's criterion minus after pruning them by the weight-norm criterion, with the same fine-tuning, percentage points"
+    ),
+    "noise_gain_pp": (
+        "test accuracy of the network pruned with the method's noise outputs minus that of the same pruning without them, at the same size and steps, percentage points"
+    ),
+    "obs_advantage_over_magnitude_db": (
+        "with no retraining, the training objective after deleting the same number of weights by magnitude over that after deleting them by Optimal Brain Surgeon (saliency and weight update), in decibels; above 0: OBS deletes better"
+    ),
+    "obs_advantage_over_obd_db": (
+        "with no retraining, the training objective after deleting the same number of weights by Optimal Brain Damage over that after deleting them by Optimal Brain Surgeon, in decibels; above 0: OBS deletes better"
+    ),
+    "order2_gain_pp": (
+        "test accuracy of the network with order-two residual binarization of its inputs minus that of the order-one (XNOR-Net) network with the same steps, percentage points"
+    ),
+    "pruned_gain_over_dropout_pp": (
+        "after magnitude pruning to the stated ratio without retraining: test accuracy of the method-trained network minus that of the dropout-trained network, percentage points"
+    ),
+    "random_angle_deg": (
+        "mean angle, in degrees, between random Gaussian vectors and their signs (their binarized versions), over samples and dimensions"
+    ),
+    "residual_error_ratio": (
+        "norm of the input's residual after order-two binarization over that after order-one binarization; below 1: the second order approximates the input better"
+    ),
+    "rounding_gain_pp": (
+        "test accuracy of the network trained in fixed point with stochastic rounding minus that with round-to-nearest, same format and steps, percentage points"
+    ),
+    "size_reduction": (
+        "one minus the encoded size of the weights under the method's allocation over their encoded size at the equal bit-width it is compared with (0.2: 20% smaller)"
+    ),
+    "small_weight_gain_pct": (
+        "percentage of weights below 1% of their layer's largest magnitude in the method-trained network minus that in the dropout-trained network"
+    ),
+    "sq_gain_pp": (
+        "test accuracy of the network trained with stochastic quantization minus that of the same quantizer applied to every filter at once (BWN or TWN), same steps, percentage points"
+    ),
+    "training_time_saving_pct": (
+        "wall-clock training time saved by the method against training the same network normally for the same steps, timed in the same run, percent"
+    ),
+    "weight_angle_deg": (
+        "mean angle, in degrees, between each unit's real-valued (latent) weight vector and its sign in a trained binarized network, over its binarized layers"
+    ),
 }
 
 
@@ -146,6 +209,27 @@ LABELS: dict[str, Label] = {
     "obd_advantage_over_random_db": Label("objective advantage of the saliency over random deletion", "dB", signed=True),
     "predicted_over_actual_db": Label("predicted over actual objective increase", "dB", signed=True),
     "xnor_accuracy_change_pp": Label("accuracy change through the XNOR kernel", "pp", signed=True),
+    "accuracy_vs_equal_pp": Label("accuracy gain over equal bit-widths", "pp", signed=True),
+    "correlation_gain": Label("gain in neuron correlation from noise outputs", "1 = perfect"),
+    "dot_correlation": Label("correlation of binary and real dot products", "1 = perfect"),
+    "gain_over_binaryconnect_pp": Label("gain over BinaryConnect", "pp", signed=True),
+    "gain_over_bwn_pp": Label("gain over binary-weight networks", "pp", signed=True),
+    "gain_over_dropout_pp": Label("gain over dropout", "pp", signed=True),
+    "gain_over_narrow_pp": Label("gain of sparse over narrowed dense", "pp", signed=True),
+    "gain_over_weight_norm_pp": Label("gain over the weight-norm criterion", "pp", signed=True),
+    "noise_gain_pp": Label("gain from noise outputs", "pp", signed=True),
+    "obs_advantage_over_magnitude_db": Label("objective advantage of OBS over magnitude deletion", "dB", signed=True),
+    "obs_advantage_over_obd_db": Label("objective advantage of OBS over OBD", "dB", signed=True),
+    "order2_gain_pp": Label("gain of order-two over order-one binarization", "pp", signed=True),
+    "pruned_gain_over_dropout_pp": Label("gain over dropout after pruning", "pp", signed=True),
+    "random_angle_deg": Label("angle between random vectors and their signs", "°"),
+    "residual_error_ratio": Label("order-two over order-one residual", "×"),
+    "rounding_gain_pp": Label("gain of stochastic over nearest rounding", "pp", signed=True),
+    "size_reduction": Label("size reduction against equal bit-widths", "1 = all"),
+    "small_weight_gain_pct": Label("more near-zero weights than dropout", "%"),
+    "sq_gain_pp": Label("gain of stochastic over full quantization", "pp", signed=True),
+    "training_time_saving_pct": Label("training time saved", "%"),
+    "weight_angle_deg": Label("angle between trained weights and their signs", "°"),
 }
 
 
