@@ -103,6 +103,21 @@ QUANTITIES: dict[str, str] = {
     "xnor_accuracy_change_pp": (
         "test accuracy of the binary network run through the XNOR-popcount kernel minus that of the same network in PyTorch, percentage points; 0: the kernel computes the same network"
     ),
+    "bc_sr_gap_pp": (
+        "at 1 bit: test accuracy of the network trained BinaryConnect's way (quantized forward pass, full-precision weights updated) minus that of the same network trained on its quantized weights alone with stochastic rounding, same grid, initial weights and steps, percentage points"
+    ),
+    "bc_sr_gap_2bit_pp": (
+        "the same gap as the 1-bit BinaryConnect-minus-stochastic-rounding gap, on a 2-bit grid, percentage points"
+    ),
+    "gain_over_no_fusing_pp": (
+        "with no retraining: test accuracy of the pruned network whose removed neurons were fused into the kept ones minus that of the same kept neurons without fusing, percentage points"
+    ),
+    "gain_over_random_pp": (
+        "with no retraining: test accuracy of the network pruned to the method's subset of neurons minus that of a random subset of the same size fused the same way, percentage points"
+    ),
+    "gain_over_xnor_pp": (
+        "test accuracy of the method's network minus that of XNOR-Net (binary weights, sign activations) trained from the same initial weights for the same steps, percentage points"
+    ),
     "accuracy_vs_equal_pp": (
         "test accuracy of the network with per-layer bit-widths allocated by the method minus that of the same network with one bit-width in every layer, percentage points"
     ),
@@ -209,6 +224,11 @@ LABELS: dict[str, Label] = {
     "obd_advantage_over_random_db": Label("objective advantage of the saliency over random deletion", "dB", signed=True),
     "predicted_over_actual_db": Label("predicted over actual objective increase", "dB", signed=True),
     "xnor_accuracy_change_pp": Label("accuracy change through the XNOR kernel", "pp", signed=True),
+    "bc_sr_gap_pp": Label("gain of BinaryConnect over stochastic rounding, 1 bit", "pp", signed=True),
+    "bc_sr_gap_2bit_pp": Label("gain of BinaryConnect over stochastic rounding, 2 bits", "pp", signed=True),
+    "gain_over_no_fusing_pp": Label("gain from fusing the removed neurons", "pp", signed=True),
+    "gain_over_random_pp": Label("gain over a random subset of neurons", "pp", signed=True),
+    "gain_over_xnor_pp": Label("gain over XNOR-Net", "pp", signed=True),
     "accuracy_vs_equal_pp": Label("accuracy gain over equal bit-widths", "pp", signed=True),
     "correlation_gain": Label("gain in neuron correlation from noise outputs", "1 = perfect"),
     "dot_correlation": Label("correlation of binary and real dot products", "1 = perfect"),
