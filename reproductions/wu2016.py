@@ -92,9 +92,9 @@ from atlas.harness import Profile, Run, Section, TrainConfig, controls, measure,
 
 DIAGNOSIS = """The speed-up is not reproduced, and the gap is the harness's, not the method's arithmetic.
 Re-checked on seed 10 (not the published 0-2): the lookup-table product computes the dense product
-(``measure.layers_latency`` checks it before timing; unit tests check it bit-close on random layers), and
+(measure.layers_latency checks it before timing; unit tests check it bit-close on random layers), and
 it needs 3.5x fewer multiply-adds than the dense layers at C_s' = 4, K = 8 (6.2x at C_s' = 8, 7.8x at
-C_s' = 16, K = 16: ``theoretical_speedup``). Measured at batch 1 on one CPU thread it was 0.06-1.4x for
+C_s' = 16, K = 16: theoretical_speedup). Measured at batch 1 on one CPU thread it was 0.06-1.4x for
 every setting and layer (fc1 alone 0.06-0.4x; 5-10 helpers shared the 2 cores, load 8-10, so single
 timings varied by 3-10x). At batch 1 LeNet-300-100's layers take 5-80 us dense: one F.linear call runs
 the whole 784x300 product in SIMD fused multiply-adds from cache, while the lookup path needs three
