@@ -83,7 +83,7 @@ def test_every_checked_quantity_has_a_label() -> None:
     for name in glossary.checked_quantities(load_catalogue()):
         label = glossary.label(name)
         assert name in glossary.LABELS and "_" not in label.text, name  # words, not the raw name
-        assert label.unit in ("pp", "%", "×", "1 = all", "1 = perfect", "dB", "°"), name
+        assert label.unit in ("pp", "%", "×", "1 = all", "1 = perfect", "dB", "°", "count"), name
         assert label.signed == name.endswith(("_pp", "_db")), name  # differences show their sign
     assert str(glossary.label("distillation_gain_pp")) == GAIN
     assert str(glossary.label("mystery_gain_pp")) == "mystery_gain_pp"  # unlabelled: its name

@@ -181,6 +181,39 @@ QUANTITIES: dict[str, str] = {
     "weight_angle_deg": (
         "mean angle, in degrees, between each unit's real-valued (latent) weight vector and its sign in a trained binarized network, over its binarized layers"
     ),
+    "bound_violations": (
+        "number of the tested fixed-point precisions at which the measured mismatch probability (the fixed-point network's decision differing from the floating-point network's on the test set) exceeds the analytical bound; 0: the bound holds everywhere"
+    ),
+    "error_prediction_db": (
+        "ten times the base-10 logarithm of the predicted over the measured mean squared output error of the fixed-point network, averaged over the tested precisions, in decibels; 0: the analysis predicts the error exactly"
+    ),
+    "gain_over_hashednets_pp": (
+        "test accuracy of the method's network minus that of a HashedNets network (random weight sharing in the spatial domain) with the same number of stored parameters and the same steps, at the paper's main compression ratio, percentage points"
+    ),
+    "gain_over_hashednets_64x_pp": (
+        "test accuracy of the method's network minus that of a HashedNets network with the same number of stored parameters and the same steps, at 64 times compression, percentage points"
+    ),
+    "retraining_gain_pp": (
+        "test accuracy of the quantized network after retraining (fine-tuning through the quantizer) minus that of the same trained network quantized directly to the same format without retraining, percentage points"
+    ),
+    "temp_memory_reduction": (
+        "memory of the largest intermediate result between layers stored in fp32 over the same result stored as packed bits (plus the one float the method keeps): how much less temporary space inference needs, a ratio"
+    ),
+    "widening_gain_pp": (
+        "test accuracy of the low-precision network with wider hidden layers minus that of the low-precision network at the base width, both retrained for the same steps, percentage points"
+    ),
+    "adaptive_gain_pp": (
+        "test accuracy of the network whose weight blocks are compressed with per-block quality chosen by their sensitivity minus that of the same network compressed with one quality for every block at the same (or a slightly larger) encoded size, percentage points"
+    ),
+    "enhancement_gain_pp": (
+        "the smallest rise in test accuracy from decoding one more enhancement layer of a scalable (base plus residual) weight encoding, over the decoded levels, percentage points; above 0: every added layer helps"
+    ),
+    "gain_over_unbalanced_pp": (
+        "test accuracy of the network with balanced (equal-count, percentile-bin) quantized weights minus that with uniform quantization whose range is set by the largest weight magnitude, averaged over the curve's bit-widths, same fine-tuning steps, percentage points"
+    ),
+    "regularizer_gain_pp": (
+        "test accuracy of the network trained with the compression regulariser and then quantized minus the same network trained without it and quantized after training with the same encoding (so the same storage), percentage points"
+    ),
 }
 
 
@@ -250,6 +283,17 @@ LABELS: dict[str, Label] = {
     "sq_gain_pp": Label("gain of stochastic over full quantization", "pp", signed=True),
     "training_time_saving_pct": Label("training time saved", "%"),
     "weight_angle_deg": Label("angle between trained weights and their signs", "°"),
+    "bound_violations": Label("precisions at which the bound fails", "count"),
+    "error_prediction_db": Label("predicted over measured output error", "dB", signed=True),
+    "gain_over_hashednets_pp": Label("gain over HashedNets at equal storage", "pp", signed=True),
+    "gain_over_hashednets_64x_pp": Label("gain over HashedNets at 64× compression", "pp", signed=True),
+    "retraining_gain_pp": Label("gain of retraining over direct quantization", "pp", signed=True),
+    "temp_memory_reduction": Label("reduction of temporary memory", "×"),
+    "widening_gain_pp": Label("gain of the wider low-precision network", "pp", signed=True),
+    "adaptive_gain_pp": Label("gain of adaptive over uniform compression quality", "pp", signed=True),
+    "enhancement_gain_pp": Label("smallest gain of one more enhancement layer", "pp", signed=True),
+    "gain_over_unbalanced_pp": Label("gain of balanced over extremal-value quantization", "pp", signed=True),
+    "regularizer_gain_pp": Label("gain of training with the regulariser over quantizing after training", "pp", signed=True),
 }
 
 
