@@ -221,7 +221,7 @@ def test_confidence_levels(catalogue: Catalogue) -> None:
     assert CONFIDENCES == ("high", "checked", "unconfirmed")
     claims = [c for p in catalogue for c in p.claims]
     unconfirmed = [c for c in claims if c.confidence == "unconfirmed"]
-    assert len(unconfirmed) == 23
+    assert len(unconfirmed) == 25
     assert all(not c.checks for c in unconfirmed)
     assert "confidence: recalled" not in PAPERS.read_text(encoding="utf-8")
 

@@ -214,6 +214,9 @@ QUANTITIES: dict[str, str] = {
     "regularizer_gain_pp": (
         "test accuracy of the network trained with the compression regulariser and then quantized minus the same network trained without it and quantized after training with the same encoding (so the same storage), percentage points"
     ),
+    "knq_gain_over_enq_pp": (
+        "test accuracy of the network quantized per layer by k-means (KNQ) minus that quantized per layer with equal-width intervals and their mean levels (ENQ), at the same bit-width, both post-training, percentage points"
+    ),
 }
 
 
@@ -294,6 +297,7 @@ LABELS: dict[str, Label] = {
     "enhancement_gain_pp": Label("smallest gain of one more enhancement layer", "pp", signed=True),
     "gain_over_unbalanced_pp": Label("gain of balanced over extremal-value quantization", "pp", signed=True),
     "regularizer_gain_pp": Label("gain of training with the regulariser over quantizing after training", "pp", signed=True),
+    "knq_gain_over_enq_pp": Label("gain of k-means over equal-distance nonuniform quantization", "pp", signed=True),
 }
 
 
