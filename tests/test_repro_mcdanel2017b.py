@@ -67,3 +67,15 @@ def test_storage_packs_the_signs_and_keeps_bn_and_biases_in_fp32() -> None:
 
 def test_profiles() -> None:
     assert PROFILES["quick"]["seeds"] >= 3 and PROFILES["paper"]["dataset"] == "mnist"
+
+
+def test_stored_signs_decode_to_the_binary_weights() -> None:
+    from atlas_reproductions.courbariaux2015 import binarize_deterministic
+
+    bnn = _bnn([16], size=28)
+    layers = [m for m in bnn.modules() if isinstance(m, BinaryConv2d | BinaryLinear)]
+    assert layers
+    for m in layers:
+        signs = binarize_deterministic(m.weight.detach()).flatten(1)
+        packed = ak.binarize_weight(signs, scale=False)  # what storage() counts
+        assert torch.equal(packed.dequantize(), signs)

@@ -9,6 +9,7 @@ from atlas_reproductions.moons2016 import (
     PrecisionLayer,
     accuracy_on,
     bitop_reduction,
+    encode_weights,
     fixed_point_storage,
     layer_macs,
     precision_layers,
@@ -71,3 +72,13 @@ def test_bit_operations_and_storage() -> None:
     # conv weight as [3, 9] at 4 bits: 8 per word, 2 words a row; fc [4, 48] at 3 bits: 10 per word, 5 a row
     assert parts["0.layer.weight"] == 32 * 3 * 2 and parts["3.layer.weight"] == 32 * 4 * 5
     assert parts["0.layer.bias"] == 32 * 3 and parts["3.layer.bias"] == 32 * 4
+
+
+def test_stored_codes_decode_to_the_weights_each_layer_computes_with() -> None:
+    fixed = to_fixed_point(_convnet(), 16, torch.randn(8, 1, 4, 4))
+    set_precisions(fixed, [(5, 8), (3, 8)])
+    encoded = encode_weights(fixed)
+    for name, layer in fixed.named_modules():
+        if isinstance(layer, PrecisionLayer):
+            decoded = encoded[f"{name}.layer.weight"].dequantize().reshape(layer.layer.weight.shape)
+            assert torch.equal(decoded, layer.quantized_weight())
