@@ -65,10 +65,10 @@ def test_the_svg_draws_the_method_solid_and_the_control_dashed() -> None:
 
 
 def test_a_paper_the_atlas_does_not_reproduce_says_why_on_its_page() -> None:
-    paper = CATALOGUE.get("park2017").model_copy(update={"no_reproduction": "needs a GPU sparse kernel (tried)"})
-    catalogue = Catalogue([paper if p.key == "park2017" else p for p in CATALOGUE], CATALOGUE.path)
+    paper = CATALOGUE.get("chen2016").model_copy(update={"no_reproduction": "needs a GPU sparse kernel (tried)"})
+    catalogue = Catalogue([paper if p.key == "chen2016" else p for p in CATALOGUE], CATALOGUE.path)
     files = render_all(SiteData(catalogue, {}, manifest.load().entries))
-    page = str(files[pages.paper_path("park2017")])
+    page = str(files[pages.paper_path("chen2016")])
     assert "Why the atlas does not reproduce this paper" in page and "needs a GPU sparse kernel (tried)" in page
     assert "No reproduction yet" not in page
     assert "Why the atlas does not reproduce" not in str(files[pages.paper_path("lecun1989")])

@@ -217,6 +217,18 @@ QUANTITIES: dict[str, str] = {
     "knq_gain_over_enq_pp": (
         "test accuracy of the network quantized per layer by k-means (KNQ) minus that quantized per layer with equal-width intervals and their mean levels (ENQ), at the same bit-width, both post-training, percentage points"
     ),
+    "gain_over_layerwise_pp": (
+        "test accuracy of the network pruned by the global gradual scheme minus that of the layer-wise scheme pruned to the same weights with the same retraining, percentage points"
+    ),
+    "second_over_first_order_pp": (
+        "test accuracy after removing the same share of neurons ranked by the second-order Taylor estimate of the error change minus that ranked by the first-order estimate, percentage points"
+    ),
+    "guarantee_ratio": (
+        "the pruned network's output discrepancy on the Net-Trim programs' training samples divided by the bound of the parallel Net-Trim scheme; at most 1 means the guarantee holds, a ratio"
+    ),
+    "gain_over_magnitude_pp": (
+        "test accuracy after pruning by the method's criterion minus that after global magnitude pruning at the same compression with the same retraining steps, percentage points"
+    ),
 }
 
 
@@ -298,6 +310,10 @@ LABELS: dict[str, Label] = {
     "gain_over_unbalanced_pp": Label("gain of balanced over extremal-value quantization", "pp", signed=True),
     "regularizer_gain_pp": Label("gain of training with the regulariser over quantizing after training", "pp", signed=True),
     "knq_gain_over_enq_pp": Label("gain of k-means over equal-distance nonuniform quantization", "pp", signed=True),
+    "gain_over_layerwise_pp": Label("gain of global over layer-wise pruning", "pp", signed=True),
+    "second_over_first_order_pp": Label("gain of second- over first-order ranking", "pp", signed=True),
+    "guarantee_ratio": Label("measured discrepancy over the Net-Trim bound", "×"),
+    "gain_over_magnitude_pp": Label("gain over magnitude pruning", "pp", signed=True),
 }
 
 
