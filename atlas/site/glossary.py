@@ -229,6 +229,9 @@ QUANTITIES: dict[str, str] = {
     "gain_over_magnitude_pp": (
         "test accuracy after pruning by the method's criterion minus that after global magnitude pruning at the same compression with the same retraining steps, percentage points"
     ),
+    "compensation_gain_pp": (
+        "with no retraining, test accuracy of the pruned specialist network whose removed channels are replaced by their mean feature maps minus that with those channels simply removed, percentage points"
+    ),
 }
 
 
@@ -314,6 +317,7 @@ LABELS: dict[str, Label] = {
     "second_over_first_order_pp": Label("gain of second- over first-order ranking", "pp", signed=True),
     "guarantee_ratio": Label("measured discrepancy over the Net-Trim bound", "×"),
     "gain_over_magnitude_pp": Label("gain over magnitude pruning", "pp", signed=True),
+    "compensation_gain_pp": Label("gain of mean compensation over removal", "pp", signed=True),
 }
 
 
