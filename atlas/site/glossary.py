@@ -232,6 +232,9 @@ QUANTITIES: dict[str, str] = {
     "compensation_gain_pp": (
         "with no retraining, test accuracy of the pruned specialist network whose removed channels are replaced by their mean feature maps minus that with those channels simply removed, percentage points"
     ),
+    "gain_over_standard_truncated_pp": (
+        "test accuracy of the network trained with an incomplete-dot-product profile and run with only its leading share of channels minus that of the normally trained network run with the same channels, percentage points"
+    ),
 }
 
 
@@ -318,6 +321,7 @@ LABELS: dict[str, Label] = {
     "guarantee_ratio": Label("measured discrepancy over the Net-Trim bound", "×"),
     "gain_over_magnitude_pp": Label("gain over magnitude pruning", "pp", signed=True),
     "compensation_gain_pp": Label("gain of mean compensation over removal", "pp", signed=True),
+    "gain_over_standard_truncated_pp": Label("gain over the standard network at the same channels", "pp", signed=True),
 }
 
 
