@@ -235,6 +235,9 @@ QUANTITIES: dict[str, str] = {
     "gain_over_standard_truncated_pp": (
         "test accuracy of the network trained with an incomplete-dot-product profile and run with only its leading share of channels minus that of the normally trained network run with the same channels, percentage points"
     ),
+    "storage_gain_over_fine_grained": (
+        "bits of the pruned convolutions encoded fine-grained (CSR, one index per kept weight) divided by the bits of the same layers pruned kernel-level to the same density (one index per kept kernel), a ratio"
+    ),
 }
 
 
@@ -322,6 +325,7 @@ LABELS: dict[str, Label] = {
     "gain_over_magnitude_pp": Label("gain over magnitude pruning", "pp", signed=True),
     "compensation_gain_pp": Label("gain of mean compensation over removal", "pp", signed=True),
     "gain_over_standard_truncated_pp": Label("gain over the standard network at the same channels", "pp", signed=True),
+    "storage_gain_over_fine_grained": Label("storage gain over fine-grained sparsity", "×"),
 }
 
 
