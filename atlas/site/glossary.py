@@ -238,6 +238,9 @@ QUANTITIES: dict[str, str] = {
     "storage_gain_over_fine_grained": (
         "bits of the pruned convolutions encoded fine-grained (CSR, one index per kept weight) divided by the bits of the same layers pruned kernel-level to the same density (one index per kept kernel), a ratio"
     ),
+    "energy_reduction": (
+        "estimated inference energy of the dense network divided by that of the compressed network, from the reproduction's stated per-access energy model, a ratio"
+    ),
 }
 
 
@@ -326,6 +329,7 @@ LABELS: dict[str, Label] = {
     "compensation_gain_pp": Label("gain of mean compensation over removal", "pp", signed=True),
     "gain_over_standard_truncated_pp": Label("gain over the standard network at the same channels", "pp", signed=True),
     "storage_gain_over_fine_grained": Label("storage gain over fine-grained sparsity", "×"),
+    "energy_reduction": Label("energy reduction", "×"),
 }
 
 
