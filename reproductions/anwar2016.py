@@ -24,7 +24,7 @@ with the masks held fixed, which compensates the loss in accuracy. The best prun
 applying both granularities (abstract): maps first, then kernels of the remaining maps.
 
 Claims (abstract of arXiv:1610.09639v1; the body of the paper, its tables, its network and its ``N``
-were not readable in this session): on CIFAR-10, "more than 85% sparsity can be induced in the
+were not readable here): on CIFAR-10, "more than 85% sparsity can be induced in the
 convolution layers with less than 1% increase in the missclassification rate of the baseline
 network", pruning with both granularities and retraining (claim ``cifar-10-conv-85``, checked as
 ``accuracy_change_pp`` >= -1: the pruned network against the same dense network retrained for the

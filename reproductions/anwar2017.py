@@ -16,7 +16,7 @@ kernel matrix the same columns: a smaller dense product. The pruned network is f
 optimised with a reduced word length (not reproduced here).
 
 Implemented here (the abstract's terms; the body of the paper, its particle filter's parameters and its
-exact stride patterns were not readable in this session, so they are this reproduction's reading):
+exact stride patterns were not readable here, so they are this reproduction's reading):
 
 * Particles for one layer and one granularity: ``P`` masks removing the same number of maps (or
   kernels) of what is left, drawn at random. Each round, every particle's MCR on held-aside training

@@ -18,7 +18,7 @@ one per kept weight (the "index saving effect"), so at the same density a coarse
 less storage.
 
 Claims (abstract, arXiv:1705.08922; the body, its tables for AlexNet, VGG-16, GoogLeNet, ResNet-50 and
-DenseNet-121 and its SCNN simulations were not readable in this session): "coarse-grained pruning can
+DenseNet-121 and its SCNN simulations were not readable here): "coarse-grained pruning can
 achieve a sparsity ratio similar to unstructured pruning without loss of accuracy" (claim
 ``coarse-grained-no-loss``: kernel-level pruning at the same per-layer density as fine-grained pruning,
 after the same retraining, within 1 pp of the same dense network retrained for the same steps:
